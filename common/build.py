@@ -1,0 +1,377 @@
+"""Build a data dir from WFDB records and a labels CSV: the whole of preprocess.py.
+
+Records are read by parallel worker processes straight into memory-mapped .npy files inside a
+temporary folder, which replaces --out_dir only when everything succeeded.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from common import ptbxl, signals, splits
+from common.datadir import SPLITS, fingerprint_arrays, load_meta, staged_output_dir, write_json_atomic
+
+log = logging.getLogger("preprocess")
+
+PTBXL_NATIVE_LENGTH = {100: 1000, 500: 5000}
+CHUNK_RECORDS = 256
+LENGTH_SLACK = 1.5
+
+
+@dataclass
+class PreprocessConfig:
+    """Everything that decides the arrays preprocess.py writes; meta.json stores it."""
+
+    input_dir: Path
+    out_dir: Path = Path("results/baseline")
+    meta_csv: Path | None = None
+    task: str = "superdiagnostic"
+    sampling_rate: int | None = None
+    fs: float | None = None
+    length: int | None = None
+    bandpass: tuple[float, float] | None = None
+    split: str = "auto"
+    val_folds: list[int] = field(default_factory=lambda: [9])
+    test_folds: list[int] = field(default_factory=lambda: [10])
+    val_frac: float = 0.1
+    test_frac: float = 0.1
+    seed: int = 0
+    record_col: str = "record"
+    label_col: str = "labels"
+    patient_col: str = "patient_id"
+    fold_col: str = "fold"
+    label_sep: str = ";"
+    max_skip_frac: float = 0.01
+    workers: int = max(1, os.cpu_count() or 1)
+    overwrite: bool = False
+
+    def identity(self) -> str:
+        """Digest of the settings that shape the data (not of workers or overwrite)."""
+        settings = {k: str(v) for k, v in asdict(self).items() if k not in ("workers", "overwrite", "out_dir")}
+        settings["input_dir"] = str(Path(self.input_dir).resolve())
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resolve_meta_csv(cfg: PreprocessConfig) -> Path:
+    """The labels CSV: as given (or inside --input_dir), defaulting to PTB-XL's ptbxl_database.csv."""
+    if cfg.meta_csv is None:
+        path = cfg.input_dir / "ptbxl_database.csv"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: --input_dir is not a PTB-XL folder; pass --meta_csv with a labels CSV"
+            )
+        return path
+    for path in (cfg.meta_csv, cfg.input_dir / cfg.meta_csv):
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"--meta_csv {cfg.meta_csv} not found (looked in . and in {cfg.input_dir})")
+
+
+def check_out_dir(cfg: PreprocessConfig) -> None:
+    """Refuse to replace an --out_dir that holds anything but this same dataset, unless --overwrite."""
+    out = cfg.out_dir
+    if cfg.overwrite or not out.exists() or not any(out.iterdir()):
+        return
+    if (out / "meta.json").is_file() and load_meta(out).get("config_id") == cfg.identity():
+        log.info("%s holds this same dataset; rebuilding it", out)
+        return
+    raise FileExistsError(
+        f"--out_dir {out} already holds a different dataset or other files; "
+        "pass --overwrite to replace it, or choose another --out_dir"
+    )
+
+
+def choose_ptbxl_rate(cfg: PreprocessConfig, database_csv: Path) -> tuple[int, str]:
+    """Pick 100 or 500 Hz records: as asked, else the rate whose 10 s records fit --length."""
+    if cfg.sampling_rate is not None:
+        return cfg.sampling_rate, "--sampling_rate"
+    if cfg.length is None or cfg.fs is not None or cfg.length <= PTBXL_NATIVE_LENGTH[100] * LENGTH_SLACK:
+        return 100, "default"
+    first = pd.read_csv(database_csv, usecols=["filename_hr"], nrows=20)["filename_hr"]
+    have_500 = all((cfg.input_dir / f"{name}.hea").is_file() for name in first)
+    if not have_500:
+        raise ValueError(
+            f"--length {cfg.length} is {cfg.length / 100:g} s at 100 Hz but PTB-XL records last 10 s, "
+            "and the 500 Hz records (records500/) are not in --input_dir; "
+            "pass --length 1000 for 100 Hz, or add records500/ and --sampling_rate 500"
+        )
+    return 500, f"--length {cfg.length} fits the 500 Hz records (10 s), so filename_hr is used"
+
+
+def native_timing(input_dir: Path, records: pd.Series, n: int = 50) -> tuple[float, float]:
+    """Sampling rate and median duration (s) from the first readable headers of the table."""
+    rates, durations = [], []
+    for rec in records.iloc[: 4 * n]:
+        try:
+            header = signals.parse_header(input_dir / f"{rec}.hea")
+        except (signals.RecordError, ValueError):
+            continue
+        rates.append(header.fs)
+        durations.append(header.n_samples / header.fs)
+        if len(rates) == n:
+            break
+    if not rates:
+        raise FileNotFoundError(f"none of the first records listed in the CSV has a readable header under {input_dir}")
+    return float(np.median(rates)), float(np.median(durations))
+
+
+def choose_fs_and_length(cfg: PreprocessConfig, table: pd.DataFrame) -> tuple[float, int]:
+    """Target rate and length; stop when --length would mostly be zero padding."""
+    native_fs, duration = native_timing(cfg.input_dir, table["record"])
+    fs = cfg.fs or native_fs
+    natural = int(round(duration * fs))
+    length = cfg.length or natural
+    if length > natural * LENGTH_SLACK:
+        raise ValueError(
+            f"--length {length} is {length / fs:g} s at {fs:g} Hz but the records last about {duration:g} s; "
+            f"pass --length {natural}, or --fs {length / duration:g} to resample to that many samples"
+        )
+    return fs, length
+
+
+def label_arrays(labels: pd.Series, multilabel: bool) -> tuple[np.ndarray, list[str]]:
+    """Multi-hot float32 (N, C) or class-index int64 (N,) from per-record label lists, and the class names."""
+    classes = sorted({c for row in labels for c in row})
+    index = {c: i for i, c in enumerate(classes)}
+    if not multilabel:
+        return np.array([index[row[0]] for row in labels], dtype=np.int64), classes
+    y = np.zeros((len(labels), len(classes)), dtype=np.float32)
+    for i, row in enumerate(labels):
+        y[i, [index[c] for c in row]] = 1.0
+    return y, classes
+
+
+def assign_splits(cfg: PreprocessConfig, table: pd.DataFrame, y_onehot: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Split per record and a description of how and why that split was chosen."""
+    has_folds = table["fold"].notna().all()
+    method = cfg.split if cfg.split != "auto" else ("folds" if has_folds else "random")
+    if method == "folds":
+        if not has_folds:
+            raise ValueError("--split folds needs a fold column in the CSV; use --split random")
+        reason = "official strat_fold split" if cfg.split == "auto" else "--split folds"
+        log.info("split: folds (%s); val folds %s, test folds %s", reason, cfg.val_folds, cfg.test_folds)
+        if cfg.split == "auto":
+            log.info("--val_frac/--test_frac do not apply to a fold split; pass --split random to use them")
+        assignment = splits.split_by_folds(table["fold"], cfg.val_folds, cfg.test_folds)
+        info = {"method": "folds", "reason": reason, "val_folds": cfg.val_folds, "test_folds": cfg.test_folds}
+    else:
+        reason = "the CSV has no folds" if cfg.split == "auto" else "--split random"
+        log.info("split: random by patient (%s); val %.2f, test %.2f, seed %d", reason, cfg.val_frac, cfg.test_frac, cfg.seed)
+        assignment = splits.split_random(table["patient_id"], y_onehot, cfg.val_frac, cfg.test_frac, cfg.seed)
+        info = {"method": "random", "reason": reason, "val_frac": cfg.val_frac, "test_frac": cfg.test_frac, "seed": cfg.seed}
+    for name in SPLITS:
+        if not (assignment == name).any():
+            folds = sorted(table["fold"].dropna().unique().tolist())
+            raise ValueError(
+                f"the {name} split is empty (split {info}; folds present: {folds or 'none'}); "
+                "choose other --val_folds/--test_folds or fractions"
+            )
+    return assignment, info
+
+
+@dataclass(frozen=True)
+class ReadTask:
+    """One chunk of records for a worker: which records, and where their consecutive rows start in which .npy."""
+
+    input_dir: Path
+    x_path: Path
+    first_row: int
+    records: list[str]
+    fs: float
+    length: int
+    bandpass: tuple[float, float] | None
+
+
+def prepare_signal(path: Path, fs: float, length: int, band: tuple[float, float] | None) -> np.ndarray:
+    """Read a record and apply the documented transforms: resample, band-pass, centre-crop or pad."""
+    x, native_fs = signals.read_record(path)
+    x = signals.resample(x, native_fs, fs)
+    if band is not None:
+        x = signals.bandpass(x, fs, *band)
+    return signals.fit_length(x, length).astype(np.float32)
+
+
+def read_chunk(task: ReadTask) -> list[tuple[int, str]]:
+    """Worker: read the task's records and write their rows into the .npy in one positioned write.
+
+    A plain pwrite of the whole block avoids the page faults of filling a memory map row by row.
+    Returns (row, reason) for each record skipped; its row is left as zeros.
+    """
+    block = np.zeros((len(task.records), 12, task.length), dtype=np.float32)
+    failed = []
+    for i, rec in enumerate(task.records):
+        try:
+            block[i] = prepare_signal(task.input_dir / rec, task.fs, task.length, task.bandpass)
+        except signals.RecordError as exc:
+            failed.append((task.first_row + i, str(exc)))
+    header_bytes = np.load(task.x_path, mmap_mode="r").offset
+    fd = os.open(task.x_path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, block.tobytes(), header_bytes + task.first_row * block[0].nbytes)
+    finally:
+        os.close(fd)
+    return failed
+
+
+def read_all(tasks: list[ReadTask], workers: int, total: int) -> list[tuple[Path, int, str]]:
+    """Run the read tasks on worker processes with a progress bar; return every skipped (array, row, reason)."""
+    failures = []
+    bar = tqdm(total=total, desc="reading records", unit="rec")
+    if workers <= 1:
+        for task in tasks:
+            failures += [(task.x_path, row, why) for row, why in read_chunk(task)]
+            bar.update(len(task.records))
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+            futures = {pool.submit(read_chunk, task): task for task in tasks}
+            for future in as_completed(futures):
+                task = futures[future]
+                failures += [(task.x_path, row, why) for row, why in future.result()]
+                bar.update(len(task.records))
+    bar.close()
+    return failures
+
+
+def drop_rows(x_path: Path, drop: set[int], chunk: int = 1024) -> None:
+    """Rewrite an .npy array without the given rows, copying in chunks through memory maps."""
+    old = np.load(x_path, mmap_mode="r")
+    keep = np.array([i for i in range(len(old)) if i not in drop], dtype=np.int64)
+    tmp = x_path.with_suffix(".compact.npy")
+    new = np.lib.format.open_memmap(tmp, mode="w+", dtype=old.dtype, shape=(len(keep),) + old.shape[1:])
+    for start in range(0, len(keep), chunk):
+        new[start : start + chunk] = old[keep[start : start + chunk]]
+    new.flush()
+    del new, old
+    os.replace(tmp, x_path)
+
+
+def lead_statistics(X: np.ndarray, chunk: int = 2048) -> tuple[list[float], list[float]]:
+    """Per-lead mean and standard deviation over all samples of X (N, leads, length), in float64."""
+    total = np.zeros(X.shape[1])
+    total_sq = np.zeros(X.shape[1])
+    for start in range(0, len(X), chunk):
+        block = np.asarray(X[start : start + chunk], dtype=np.float64)
+        total += block.sum(axis=(0, 2))
+        total_sq += np.square(block).sum(axis=(0, 2))
+    count = X.shape[0] * X.shape[2]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    return mean.tolist(), np.where(std > 0, std, 1.0).tolist()
+
+
+def load_table(cfg: PreprocessConfig, meta_csv: Path) -> tuple[pd.DataFrame, str, dict]:
+    """Record table of either CSV format, and how the records' sampling rate was chosen."""
+    if ptbxl.is_ptbxl_table(meta_csv):
+        rate, why = choose_ptbxl_rate(cfg, meta_csv)
+        log.info("PTB-XL table %s: task %s, %d Hz records (%s)", meta_csv, cfg.task, rate, why)
+        return ptbxl.ptbxl_records(meta_csv, cfg.task, rate), "ptbxl", {"records_hz": rate, "why": why}
+    log.info("generic labels CSV %s", meta_csv)
+    table = ptbxl.generic_records(
+        meta_csv, cfg.record_col, cfg.label_col, cfg.patient_col, cfg.fold_col, cfg.label_sep
+    )
+    return table, "generic", {}
+
+
+def preprocess(cfg: PreprocessConfig, command: str) -> dict:
+    """Build the data dir described by cfg; return its meta.json content."""
+    start = time.time()
+    if not cfg.input_dir.is_dir():
+        raise FileNotFoundError(f"--input_dir {cfg.input_dir} is not a folder")
+    meta_csv = resolve_meta_csv(cfg)
+    check_out_dir(cfg)
+    table, source_format, rate_info = load_table(cfg, meta_csv)
+
+    has_label = table["labels"].map(len) > 0
+    dropped = table.loc[~has_label, "record_id"].tolist()
+    if dropped:
+        log.warning("%d records have no label for task %s and are dropped", len(dropped), cfg.task)
+    table = table[has_label].reset_index(drop=True)
+    if table.empty:
+        raise ValueError(f"no record has a label for task {cfg.task!r}")
+    multilabel = source_format == "ptbxl" or bool((table["labels"].map(len) > 1).any())
+    y_all, classes = label_arrays(table["labels"], multilabel)
+    y_onehot = y_all if multilabel else np.eye(len(classes), dtype=np.float32)[y_all]
+    assignment, split_info = assign_splits(cfg, table, y_onehot)
+    fs, length = choose_fs_and_length(cfg, table)
+    log.info("%d records, %d classes, %g Hz, length %d (centre-crop / zero-pad at end)", len(table), len(classes), fs, length)
+
+    with staged_output_dir(cfg.out_dir) as tmp:
+        members = {name: np.flatnonzero(assignment == name) for name in SPLITS}
+        tasks = []
+        for name, rows in members.items():
+            x_path = tmp / f"X_{name}.npy"
+            X = np.lib.format.open_memmap(x_path, mode="w+", dtype=np.float32, shape=(len(rows), 12, length))
+            del X
+            for at in range(0, len(rows), CHUNK_RECORDS):
+                part = rows[at : at + CHUNK_RECORDS]
+                tasks.append(
+                    ReadTask(cfg.input_dir, x_path, at, table["record"].iloc[part].tolist(), fs, length, cfg.bandpass)
+                )
+        failures = read_all(tasks, cfg.workers, len(table))
+
+        record_paths, record_ids = table["record"].tolist(), table["record_id"].tolist()
+        skipped = []
+        for name, rows in members.items():
+            x_path = tmp / f"X_{name}.npy"
+            bad = {row: why for path, row, why in failures if path == x_path}
+            for row, why in sorted(bad.items()):
+                skipped.append({"record": record_paths[rows[row]], "record_id": record_ids[rows[row]],
+                                "split": name, "reason": why})
+            if bad:
+                drop_rows(x_path, set(bad))
+            members[name] = np.array([r for i, r in enumerate(rows) if i not in bad], dtype=np.int64)
+        if skipped:
+            log.warning("%d records skipped, e.g. %s: %s", len(skipped), skipped[0]["record"], skipped[0]["reason"])
+        if len(skipped) > cfg.max_skip_frac * len(table):
+            raise RuntimeError(
+                f"{len(skipped)} of {len(table)} records could not be used (more than --max_skip_frac "
+                f"{cfg.max_skip_frac}); first: {skipped[0]['record']}: {skipped[0]['reason']}"
+            )
+        for name, rows in members.items():
+            if len(rows) == 0:
+                raise ValueError(f"every record of the {name} split was skipped")
+            np.save(tmp / f"y_{name}.npy", y_all[rows])
+
+        mean, std = lead_statistics(np.load(tmp / "X_train.npy", mmap_mode="r"))
+        meta = {
+            "format": source_format,
+            "task": cfg.task if source_format == "ptbxl" else cfg.label_col,
+            "classes": classes,
+            "multilabel": multilabel,
+            "fs": fs,
+            "length": length,
+            "leads": list(signals.STANDARD_LEADS),
+            "signal": {"units": "mV", "crop": "centre-crop longer records, zero-pad shorter ones at the end",
+                       "bandpass_hz": list(cfg.bandpass) if cfg.bandpass else None, **rate_info},
+            "normalisation": {"method": "per_lead_zscore", "stored": "raw (apply (x - mean) / std per lead)",
+                              "computed_on": "train", "mean": mean, "std": std},
+            "split": split_info,
+            "counts": {name: int(len(rows)) for name, rows in members.items()},
+            "class_counts": {name: dict(zip(classes, y_onehot[rows].sum(axis=0).astype(int).tolist()))
+                             for name, rows in members.items()},
+            "splits": {name: {"record_ids": table["record_id"].iloc[rows].tolist(),
+                              "patient_ids": table["patient_id"].iloc[rows].tolist()}
+                       for name, rows in members.items()},
+            "skipped": skipped,
+            "dropped_no_label": {"count": len(dropped), "record_ids": dropped},
+            "source": {"input_dir": str(cfg.input_dir.resolve()), "meta_csv": str(meta_csv.resolve())},
+            "command": command,
+            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+            "config_id": cfg.identity(),
+            "fingerprint": fingerprint_arrays(tmp),
+            "seconds": round(time.time() - start, 2),
+        }
+        write_json_atomic(tmp / "meta.json", meta)
+    log.info("wrote %s: %s records in %.1f s", cfg.out_dir, meta["counts"], time.time() - start)
+    return meta

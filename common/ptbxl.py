@@ -1,0 +1,110 @@
+"""Turn a labels table (PTB-XL's ptbxl_database.csv or a generic CSV) into one record table.
+
+The record table is a DataFrame with one row per record and the columns
+  record      path of the WFDB record relative to the input dir, without extension
+  record_id   ecg_id for PTB-XL, the record path for generic CSVs (what meta.json lists)
+  patient_id  patient group (a record's own id when the CSV has none)
+  fold        integer fold, or missing when the CSV has no folds
+  labels      list of class names of the record
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pandas as pd
+
+PTBXL_TASKS = ("superdiagnostic", "subdiagnostic", "diagnostic", "form", "rhythm", "all")
+PTBXL_COLUMNS = ("ecg_id", "patient_id", "scp_codes", "strat_fold", "filename_lr", "filename_hr")
+STATEMENT_COLUMNS = ("diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass")
+
+
+def read_csv_checked(path: Path, required: tuple[str, ...], what: str) -> pd.DataFrame:
+    """Read a CSV and fail with the missing column names when it lacks a required column."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} not found")
+    table = pd.read_csv(path)
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise ValueError(
+            f"{what} {path} lacks the column(s) {', '.join(missing)}; "
+            f"found: {', '.join(map(str, table.columns))}"
+        )
+    return table
+
+
+def is_ptbxl_table(path: Path) -> bool:
+    """True when the CSV's header looks like PTB-XL's ptbxl_database.csv (it has scp_codes)."""
+    return "scp_codes" in pd.read_csv(path, nrows=0).columns
+
+
+def parse_scp_codes(text: str) -> dict[str, float]:
+    """Parse PTB-XL's Python-literal scp_codes dict safely (never eval)."""
+    codes = ast.literal_eval(text)
+    if not isinstance(codes, dict):
+        raise ValueError(f"scp_codes is not a dict literal: {text!r}")
+    return codes
+
+
+def code_to_classes(statements: pd.DataFrame, task: str) -> dict[str, str]:
+    """Map each SCP code that counts for a task to the class name it contributes."""
+    if task not in PTBXL_TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(PTBXL_TASKS)}")
+    if task == "all":
+        return {code: code for code in statements.index}
+    flag = {"superdiagnostic": "diagnostic", "subdiagnostic": "diagnostic"}.get(task, task)
+    chosen = statements[statements[flag] == 1]
+    if task == "superdiagnostic":
+        return chosen["diagnostic_class"].dropna().to_dict()
+    if task == "subdiagnostic":
+        return chosen["diagnostic_subclass"].dropna().to_dict()
+    return {code: code for code in chosen.index}
+
+
+def ptbxl_records(database_csv: Path, task: str, sampling_rate: int) -> pd.DataFrame:
+    """Record table of PTB-XL for a task; filename_lr (100 Hz) or filename_hr (500 Hz)."""
+    database = read_csv_checked(database_csv, PTBXL_COLUMNS, "PTB-XL database CSV")
+    statements_csv = database_csv.parent / "scp_statements.csv"
+    if not statements_csv.is_file():
+        raise FileNotFoundError(
+            f"{statements_csv} not found; PTB-XL's scp_statements.csv must sit beside {database_csv.name}"
+        )
+    statements = pd.read_csv(statements_csv, index_col=0)
+    missing = [c for c in STATEMENT_COLUMNS if c not in statements.columns]
+    if missing:
+        raise ValueError(f"{statements_csv} lacks the column(s) {', '.join(missing)}")
+    mapping = code_to_classes(statements, task)
+    labels = [
+        sorted({mapping[code] for code in parse_scp_codes(text) if code in mapping})
+        for text in database["scp_codes"]
+    ]
+    filename = {100: "filename_lr", 500: "filename_hr"}[sampling_rate]
+    return pd.DataFrame(
+        {
+            "record": database[filename].astype(str),
+            "record_id": database["ecg_id"].astype(int),
+            "patient_id": database["patient_id"].astype(str),
+            "fold": database["strat_fold"].astype("Int64"),
+            "labels": labels,
+        }
+    )
+
+
+def generic_records(
+    labels_csv: Path,
+    record_col: str = "record",
+    label_col: str = "labels",
+    patient_col: str = "patient_id",
+    fold_col: str = "fold",
+    separator: str = ";",
+) -> pd.DataFrame:
+    """Record table of a generic labels CSV: record path, labels joined by `separator`, optional patient and fold."""
+    table = read_csv_checked(labels_csv, (record_col, label_col), "labels CSV")
+    text = table[label_col].astype("string").fillna("")
+    labels = [sorted({part.strip() for part in value.split(separator) if part.strip()}) for value in text]
+    records = table[record_col].astype(str).str.replace(r"\.(hea|dat)$", "", regex=True)
+    patients = table[patient_col].astype(str) if patient_col in table.columns else records
+    folds = table[fold_col].astype("Int64") if fold_col in table.columns else pd.array([pd.NA] * len(table), "Int64")
+    return pd.DataFrame(
+        {"record": records, "record_id": records, "patient_id": patients, "fold": folds, "labels": labels}
+    )

@@ -1,0 +1,58 @@
+"""Assign records to train / val / test, always keeping each patient's records in one split."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def split_by_folds(folds: pd.Series, val_folds: list[int], test_folds: list[int]) -> np.ndarray:
+    """Split names per record from fold numbers: val and test folds as given, every other fold trains."""
+    overlap = set(val_folds) & set(test_folds)
+    if overlap:
+        raise ValueError(f"folds {sorted(overlap)} are in both --val_folds and --test_folds")
+    if folds.isna().any():
+        raise ValueError(f"{int(folds.isna().sum())} records have no fold; use --split random")
+    values = folds.to_numpy(dtype=np.int64)
+    split = np.full(len(values), "train", dtype=object)
+    split[np.isin(values, val_folds)] = "val"
+    split[np.isin(values, test_folds)] = "test"
+    return split
+
+
+def split_random(
+    patient_ids: pd.Series, y: np.ndarray, val_frac: float, test_frac: float, seed: int
+) -> np.ndarray:
+    """Patient-grouped split by fractions, stratified greedily over the label columns of y.
+
+    Patients are visited rarest-label first (ties in seeded random order); each goes to the split
+    that is furthest below its target share of that patient's labels, so rare classes spread
+    over all splits as far as the patient groups allow.
+    """
+    if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
+        raise ValueError(f"--val_frac {val_frac} and --test_frac {test_frac} must be in [0, 1) and sum below 1")
+    names = np.array(["train", "val", "test"], dtype=object)
+    targets = np.array([1 - val_frac - test_frac, val_frac, test_frac])
+    codes, groups = pd.factorize(patient_ids)
+    n_groups = len(groups)
+    group_labels = np.zeros((n_groups, y.shape[1]))
+    np.add.at(group_labels, codes, y)
+    group_sizes = np.bincount(codes, minlength=n_groups)
+    class_totals = group_labels.sum(axis=0)
+    rarity = np.where(group_labels > 0, class_totals, np.inf).min(axis=1)
+    rng = np.random.default_rng(seed)
+    visit = np.lexsort((rng.random(n_groups), rarity))
+
+    label_have = np.zeros((3, y.shape[1]))
+    size_have = np.zeros(3)
+    assigned = np.empty(n_groups, dtype=np.int64)
+    for g in visit:
+        label_want = targets[:, None] * class_totals[None, :] - label_have
+        size_want = targets * len(codes) - size_have
+        present = group_labels[g] > 0
+        score = label_want[:, present].sum(axis=1) if present.any() else size_want
+        score = np.where(targets > 0, score + 1e-9 * size_want, -np.inf)
+        choice = int(np.argmax(score))
+        assigned[g] = choice
+        label_have[choice] += group_labels[g]
+        size_have[choice] += group_sizes[g]
+    return names[assigned[codes]]

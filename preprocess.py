@@ -1,0 +1,58 @@
+"""Preprocess WFDB records (PTB-XL or any WFDB folder + labels CSV) into training arrays; see README."""
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from common.build import PreprocessConfig, preprocess
+from common.ptbxl import PTBXL_TASKS
+
+
+def parse_args(argv: list[str] | None = None) -> PreprocessConfig:
+    """Command line -> PreprocessConfig."""
+    defaults = PreprocessConfig(input_dir=Path("raw_data"))
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--input_dir", type=Path, default=defaults.input_dir, help="folder of WFDB records (PTB-XL layout or any)")
+    p.add_argument("--meta_csv", type=Path, default=None,
+                   help="labels CSV: PTB-XL's ptbxl_database.csv (default, inside --input_dir) or a generic CSV")
+    p.add_argument("--out_dir", type=Path, default=defaults.out_dir)
+    p.add_argument("--task", choices=PTBXL_TASKS, default=defaults.task, help="PTB-XL label set")
+    p.add_argument("--sampling_rate", type=int, choices=[100, 500], default=None,
+                   help="PTB-XL records to read: 100 (filename_lr) or 500 (filename_hr); default 100, or 500 when --length needs it")
+    p.add_argument("--fs", type=float, default=None, help="resample to this rate (Hz); default: the records' own")
+    p.add_argument("--length", type=int, default=None, help="samples per record after centre-crop / zero-pad; default 10 s")
+    p.add_argument("--bandpass", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None, help="band-pass filter in Hz")
+    p.add_argument("--split", choices=["auto", "folds", "random"], default=defaults.split,
+                   help="auto: folds when the CSV has them, else random by patient")
+    p.add_argument("--val_folds", type=int, nargs="+", default=defaults.val_folds)
+    p.add_argument("--test_folds", type=int, nargs="+", default=defaults.test_folds)
+    p.add_argument("--val_frac", type=float, default=defaults.val_frac, help="random split only")
+    p.add_argument("--test_frac", type=float, default=defaults.test_frac, help="random split only")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="random split seed")
+    p.add_argument("--record_col", default=defaults.record_col, help="generic CSV: record path column")
+    p.add_argument("--label_col", default=defaults.label_col, help="generic CSV: label column")
+    p.add_argument("--patient_col", default=defaults.patient_col, help="generic CSV: patient column (optional)")
+    p.add_argument("--fold_col", default=defaults.fold_col, help="generic CSV: fold column (optional)")
+    p.add_argument("--label_sep", default=defaults.label_sep, help="generic CSV: separator of several labels")
+    p.add_argument("--max_skip_frac", type=float, default=defaults.max_skip_frac,
+                   help="fail when more than this fraction of records is unreadable")
+    p.add_argument("--workers", type=int, default=defaults.workers, help="reader processes")
+    p.add_argument("--overwrite", action="store_true", help="replace an --out_dir holding another dataset")
+    args = p.parse_args(argv)
+    return PreprocessConfig(**{k: (tuple(v) if k == "bandpass" and v else v) for k, v in vars(args).items()})
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = parse_args()
+    try:
+        preprocess(cfg, command=shlex.join(sys.argv))
+    except (OSError, ValueError, RuntimeError) as exc:
+        logging.getLogger("preprocess").error("error: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
