@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 import numpy as np
 
@@ -60,15 +60,32 @@ def fingerprint_arrays(data_dir: str | Path) -> dict[str, str]:
     return {**prints, "dataset": combined}
 
 
-def write_json_atomic(path: str | Path, obj: object) -> None:
-    """Write JSON through a temporary file and a rename so readers never see half a file."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary file beside path and rename it over path on success, so readers never see half a file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | Path, obj: object) -> None:
+    """Write JSON atomically (see atomic_file)."""
+    with atomic_file(path) as f:
         json.dump(obj, f, indent=2)
         f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+
+
+def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
+    """np.save atomically (see atomic_file)."""
+    with atomic_file(path, "wb") as f:
+        np.save(f, array)
 
 
 @contextlib.contextmanager

@@ -1,6 +1,5 @@
 """preprocess.py against the real PTB-XL sample, the generic CSV path and every bad input it must refuse."""
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,17 +15,6 @@ from common.build import PreprocessConfig, preprocess
 from common.signals import STANDARD_LEADS
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT.parent / "shared" / "data" / "ptbxl-sample"
-
-
-@pytest.fixture(scope="session")
-def sample_dir() -> Path:
-    """The real PTB-XL excerpt; a missing sample fails on CI and skips elsewhere."""
-    if not (SAMPLE / "ptbxl_database.csv").is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"PTB-XL sample not found at {SAMPLE}")
-        pytest.skip(f"PTB-XL sample not found at {SAMPLE}")
-    return SAMPLE
 
 
 @pytest.fixture(scope="module")
