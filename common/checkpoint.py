@@ -1,0 +1,99 @@
+"""Checkpoint files: atomic save, safe load (weights_only), compatibility checks, RNG state, model rebuild.
+
+A checkpoint (last.pt, best.pt) is a dict of tensors and plain Python values:
+  model, model_hparams, optimizer, scaler (None unless fp16 AMP), state (epoch, batches_done, epoch_loss_sum,
+  epoch_samples, samples_backpropagated, elapsed_seconds, train_seconds, best_score, best_epoch, history),
+  rng (torch, numpy, python, cuda), schedule_epochs, classes, task, multilabel, normalisation,
+  input_shape (leads, length, fs, window), data_dir, data_fingerprint, config, torch_version.
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.model import build_model
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint does not fit the data it is asked to continue on."""
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    """torch.save to a temporary file then rename, so `path` is always a complete checkpoint."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def copy_checkpoint(src: str | Path, dst: str | Path) -> None:
+    """Copy a checkpoint file atomically (best.pt from a just-written last.pt)."""
+    dst = Path(dst)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint on CPU with weights_only=True (tensors and plain containers only, no code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found; pass the last.pt or best.pt of a run dir")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def check_compatible(ckpt: dict, classes: list[str], input_shape: dict) -> None:
+    """Refuse a checkpoint whose classes or input shape (leads, length, fs, window) differ from the data's,
+    naming every difference with both values."""
+    problems = []
+    if list(ckpt["classes"]) != list(classes):
+        problems.append(f"classes: checkpoint {list(ckpt['classes'])}, data {list(classes)}")
+    for key, value in input_shape.items():
+        if ckpt["input_shape"][key] != value:
+            problems.append(f"{key}: checkpoint {ckpt['input_shape'][key]}, data {value}")
+    if problems:
+        raise CheckpointMismatchError(
+            "checkpoint does not match the data dir (" + "; ".join(problems) + "); use a checkpoint trained on "
+            "data with the same classes and input shape, or start a new run without --resume/--init_from"
+        )
+
+
+def load_model(ckpt_path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a checkpoint's model from its model_hparams, load its weights, move it to `device` in eval mode.
+
+    Returns (model, ckpt); ckpt["normalisation"], ckpt["multilabel"], ckpt["input_shape"]["window"] and
+    ckpt["classes"] are what common.evaluate.predict needs to score new records.
+    """
+    ckpt = load_checkpoint(ckpt_path)
+    model = build_model(**ckpt["model_hparams"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt
+
+
+def rng_state() -> dict:
+    """Global RNG states of torch, numpy, python (and CUDA) as tensors and plain lists (weights_only-safe)."""
+    np_state = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": [py_version, list(py_state), py_gauss],
+    }
+
+
+def restore_rng_state(state: dict) -> None:
+    """Inverse of rng_state()."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))

@@ -1,0 +1,49 @@
+"""Record-level prediction by sliding windows, and per-record loss: one code path for val, test and difficulty."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.augment import normalise, sliding_window_starts, sliding_windows
+
+EPS = 1e-7
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, X: np.ndarray, norm: dict, multilabel: bool, window: int, stride: int | None = None,
+            batch_size: int = 512, device: str | torch.device = "cpu",
+            amp_dtype: torch.dtype | None = None) -> np.ndarray:
+    """Class probabilities (N, C) float32 for raw records X (N, leads, T) in mV, e.g. a memmap from load_split.
+
+    Each record is normalised with `norm` (meta.json's or a checkpoint's "normalisation": per-lead "mean" and
+    "std"), cut into windows of `window` samples every `stride` (default window // 2, plus one window flush
+    with the end), and scored; window probabilities are aggregated per record by their max for multi-label
+    models (sigmoid: a finding seen in any window counts) and by their mean for single-label models (softmax).
+    `batch_size` counts windows. The model is put in eval mode and left in the mode it was in before.
+    """
+    stride = window // 2 if stride is None else stride
+    starts = sliding_window_starts(X.shape[-1], window, stride)
+    records_per_chunk = max(1, batch_size // len(starts))
+    was_training = model.training
+    model.eval()
+    chunks = []
+    for first in range(0, len(X), records_per_chunk):
+        x = torch.from_numpy(np.array(X[first:first + records_per_chunk], dtype=np.float32))
+        windows = sliding_windows(normalise(x, norm), starts, window).to(device)
+        with torch.autocast(torch.device(device).type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(windows).float()
+        probs = torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
+        probs = probs.view(len(x), len(starts), -1)
+        chunks.append((probs.amax(dim=1) if multilabel else probs.mean(dim=1)).cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(chunks).astype(np.float32)
+
+
+def per_record_loss(probs: np.ndarray, y: np.ndarray, multilabel: bool) -> np.ndarray:
+    """Loss (N,) of each record on aggregated probabilities: mean binary cross-entropy over classes for
+    multi-hot y (N, C), cross-entropy -log p[y] for class-index y (N,); probabilities clipped to [1e-7, 1-1e-7]."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), EPS, 1 - EPS)
+    if multilabel:
+        return -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(axis=1)
+    return -np.log(p[np.arange(len(y)), np.asarray(y, dtype=np.int64)])

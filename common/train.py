@@ -1,0 +1,655 @@
+"""Train the residual 1D CNN on a data dir (PIPELINE.md): config, input checks, epoch loop, checkpoints, report.
+
+train(cfg): check the config -> load the data dir -> build the model, or restore it (--resume / --init_from)
+-> per epoch: choose the train rows (epoch_rows), back-propagate a random window of each (train_epoch),
+score validation by sliding windows, write last.pt / best.pt / history.csv -> score best.pt on validation
+(F1 thresholds) and once on test -> metrics.json, training_curves.png and a printed summary.
+Runs unchanged under torchrun (DistributedDataParallel; rank 0 evaluates and writes every file).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from common.augment import augment, normalise, random_windows, window_samples
+from common.checkpoint import (CheckpointMismatchError, check_compatible, copy_checkpoint, load_checkpoint,
+                               restore_rng_state, rng_state, save_checkpoint)
+from common.datadir import SPLITS, load_meta, load_split, write_json_atomic
+from common.evaluate import predict
+from common.metrics import format_summary, one_hot, plot_history, summarise, tune_thresholds, write_history_csv
+from common.model import build_model, count_parameters
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run is configured by; train_1d_baseline.py exposes each field as --<name>."""
+    data_dir: str = "results/baseline"
+    ckpt_dir: str = "baseline_ckpt"
+    epochs: int = 30                      # total epochs of the run; --resume continues up to this number
+    schedule_epochs: int | None = None    # one-cycle length; None: the resumed checkpoint's, else `epochs`
+    batch_size: int = 128                 # per process
+    lr: float = 3e-3                      # peak learning rate of the one-cycle schedule (AdamW)
+    weight_decay: float = 1e-2
+    window_seconds: float = 2.5           # random training crops; evaluation slides it by half its length
+    augment: bool = False                 # random amplitude scaling, noise and baseline wander
+    patience: int = 0                     # stop after this many epochs without a better val AUC; 0: never
+    width: int = 32                       # model: channels of the first stage, doubled per later stage
+    stages: int = 3                       # each later stage halves the length
+    blocks: int = 1                       # residual blocks per stage
+    kernel_size: int = 7
+    dropout: float = 0.0
+    seed: int = 0
+    device: str = "auto"                  # auto | cpu | cuda
+    amp: str = "auto"                     # auto (on for CUDA) | on | off: bf16 where supported, else fp16
+    workers: int = 0                      # background threads preparing batches (worth it on a GPU)
+    threads: int = 0                      # torch CPU threads; 0: the cores divided by processes per node
+    resume: str | None = None             # last.pt to continue; its data dir may differ (same classes/shape)
+    init_from: str | None = None          # checkpoint whose weights start a new run
+    stop_after_epoch: int | None = None   # end this job after that epoch, resumable: splits a run across jobs
+
+
+class ConfigError(ValueError):
+    """Bad options or data dir; the message names the fix."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/Inf; nothing of that step was saved."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT/SIGTERM arrived; last.pt holds the state after the batch it arrived in."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@dataclass
+class TrainState:
+    """The counters a checkpoint carries so that a run continues exactly where it stopped."""
+    epoch: int = 0                        # completed epochs
+    batches_done: int = 0                 # batches of the next epoch already back-propagated (interrupted)
+    epoch_loss_sum: float = 0.0           # sum of batch loss * batch size over those batches
+    epoch_samples: int = 0
+    samples_backpropagated: int = 0       # all processes, all jobs and stages of the run
+    elapsed_seconds: float = 0.0
+    train_seconds: float = 0.0            # of elapsed_seconds, the time spent back-propagating
+    best_score: float = float("-inf")     # best validation macro AUC written to best.pt in this run dir
+    best_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a torchrun job (rank 0 of 1 without torchrun) and its device."""
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def agree(self, flags: list[int]) -> list[int]:
+        """Element-wise max of integer flags over all processes, so every rank takes the same branch."""
+        if self.world_size == 1:
+            return flags
+        tensor = torch.tensor(flags, dtype=torch.int64, device=self.device)
+        torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.MAX)
+        return tensor.tolist()
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            torch_dist.barrier()
+
+
+@dataclass
+class Data:
+    """A checked data dir: arrays per split and what training needs from meta.json."""
+    X: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+    classes: list[str]
+    multilabel: bool
+    task: str
+    norm: dict
+    fingerprint: dict
+    input_shape: dict                     # leads, length, fs, window (samples)
+
+
+REQUIRED_META = ("classes", "multilabel", "fs", "length", "leads", "normalisation", "fingerprint")
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Reject impossible options before any data is read, naming every problem at once."""
+    problems = [f"--{name} must be >= {low}, got {getattr(cfg, name)}"
+                for name, low in (("epochs", 1), ("batch_size", 1), ("width", 1), ("stages", 1), ("blocks", 1),
+                                  ("kernel_size", 1), ("patience", 0), ("workers", 0), ("threads", 0))
+                if getattr(cfg, name) < low]
+    problems += [f"--{name} must be > 0, got {getattr(cfg, name)}"
+                 for name in ("lr", "window_seconds") if not getattr(cfg, name) > 0]
+    if cfg.weight_decay < 0 or not 0 <= cfg.dropout < 1:
+        problems.append("--weight_decay must be >= 0 and --dropout in [0, 1)")
+    if cfg.schedule_epochs is not None and cfg.schedule_epochs < 1:
+        problems.append(f"--schedule_epochs must be >= 1, got {cfg.schedule_epochs}")
+    if cfg.stop_after_epoch is not None and not 1 <= cfg.stop_after_epoch <= cfg.epochs:
+        problems.append(f"--stop_after_epoch must be between 1 and --epochs {cfg.epochs}, got {cfg.stop_after_epoch}")
+    problems += [f"--{name} {path} is not a file; pass the last.pt or best.pt of a run dir"
+                 for name, path in (("resume", cfg.resume), ("init_from", cfg.init_from))
+                 if path and not Path(path).is_file()]
+    if cfg.resume and cfg.init_from:
+        problems.append("--resume and --init_from exclude each other: --resume continues a run (weights, "
+                        "optimizer, epoch count), --init_from starts a new run from weights only")
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        problems.append(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
+    elif cfg.device == "cuda" and not torch.cuda.is_available():
+        problems.append("--device cuda but this torch sees no CUDA device; use --device cpu")
+    if cfg.amp not in ("auto", "on", "off"):
+        problems.append(f"--amp must be auto, on or off, got {cfg.amp!r}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def load_data(data_dir: str | Path, window_seconds: float, processes_per_node: int = 1) -> Data:
+    """Load and check a data dir; the train array is read into RAM when it fits, else kept memory-mapped."""
+    if not Path(data_dir).is_dir():
+        raise ConfigError(f"--data_dir {data_dir} does not exist; create it with preprocess.py or fix the path")
+    meta = load_meta(data_dir)
+    missing = [key for key in REQUIRED_META if key not in meta]
+    if missing:
+        raise ConfigError(f"{data_dir}/meta.json lacks {missing}; re-run preprocess.py")
+    classes, n_leads, length, fs = list(meta["classes"]), len(meta["leads"]), int(meta["length"]), meta["fs"]
+    norm = meta["normalisation"]
+    std = np.asarray(norm["std"], dtype=np.float64)
+    if len(norm["mean"]) != n_leads or len(std) != n_leads or not np.all(np.isfinite(norm["mean"])) \
+            or not np.all(std > 0):
+        raise ConfigError(f"{data_dir}/meta.json normalisation needs {n_leads} finite means and positive stds; "
+                          "re-run preprocess.py")
+    window = window_samples(window_seconds, fs)
+    if not 1 <= window <= length:
+        raise ConfigError(f"--window_seconds {window_seconds} is {window} samples at {fs} Hz but records have "
+                          f"{length}; use at most {length / fs:g} s")
+    X, y = {}, {}
+    for split in SPLITS:
+        try:
+            X[split], y[split] = load_split(data_dir, split)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+        check_split(split, X[split], y[split], n_leads, length, len(classes), bool(meta["multilabel"]))
+        y[split] = y[split].astype(np.float32 if meta["multilabel"] else np.int64)
+    targets = one_hot(y["val"], len(classes), bool(meta["multilabel"])).sum(axis=0)
+    if not np.any((targets > 0) & (targets < len(y["val"]))):
+        raise ConfigError(f"no class has both positive and negative records in {data_dir} val split, so the "
+                          "validation macro AUC that selects best.pt is undefined; make a larger val split")
+    if X["train"].nbytes * processes_per_node < available_memory() / 2:
+        X["train"] = np.array(X["train"])
+    return Data(X=X, y=y, classes=classes, multilabel=bool(meta["multilabel"]), task=str(meta.get("task", "")),
+                norm=norm, fingerprint=meta["fingerprint"],
+                input_shape={"leads": n_leads, "length": length, "fs": fs, "window": window})
+
+
+def check_split(split: str, X: np.ndarray, y: np.ndarray, n_leads: int, length: int, n_classes: int,
+                multilabel: bool) -> None:
+    """Check one split's arrays against meta.json: non-empty, (N, leads, length) signals, targets per task."""
+    if len(X) == 0:
+        raise ConfigError(f"the {split} split is empty; re-run preprocess.py with other split fractions")
+    if X.ndim != 3 or X.shape[1:] != (n_leads, length):
+        raise ConfigError(f"X_{split}.npy has shape {X.shape} but meta.json says (N, {n_leads}, {length}); "
+                          "re-run preprocess.py")
+    if multilabel and y.shape != (len(X), n_classes):
+        raise ConfigError(f"y_{split}.npy has shape {y.shape}; a multi-label task needs multi-hot "
+                          f"({len(X)}, {n_classes}) for the {n_classes} classes in meta.json")
+    if not multilabel and (y.ndim != 1 or y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= n_classes):
+        raise ConfigError(f"y_{split}.npy ({y.dtype}, shape {y.shape}) must hold class indices 0..{n_classes - 1} "
+                          "(N,) for a single-label task")
+
+
+def available_memory() -> int:
+    """Bytes of memory new allocations can take: MemAvailable on Linux, else the free pages."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def init_distributed(device_name: str) -> Dist:
+    """Join the torchrun job if there is one (gloo on CPU, nccl on CUDA) and pick this process's device."""
+    cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Dist(device=torch.device("cuda" if cuda else "cpu"))
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    torch_dist.init_process_group("nccl" if cuda else "gloo")
+    return Dist(device=torch.device("cuda", local_rank) if cuda else torch.device("cpu"),
+                rank=torch_dist.get_rank(), world_size=world_size)
+
+
+def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: None when off (auto = on for CUDA only); bf16 where supported, else fp16."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def one_cycle_lr(progress: float, peak: float, warmup: float = 0.3) -> float:
+    """Learning rate at `progress` (fraction of the schedule, clamped to [0, 1]): cosine rise from peak/25 to
+    peak over the first 30 %, cosine fall to peak/1e4 after (OneCycleLR's shape, as a pure function so that a
+    resumed run, even on another train subset, lands on the same schedule without scheduler state)."""
+    p = min(max(progress, 0.0), 1.0)
+    if p < warmup:
+        start, end, t = peak / 25, peak, p / warmup
+    else:
+        start, end, t = peak, peak / 1e4, (p - warmup) / (1 - warmup)
+    return end + (start - end) * (1 + math.cos(math.pi * t)) / 2
+
+
+def epoch_rows(n_train: int, seed: int, epoch: int) -> np.ndarray:
+    """Train rows back-propagated in `epoch`, in order: a permutation seeded by (seed, epoch).
+
+    The seam for per-epoch sample selection (e.g. Progressive Data Dropout): return a subset instead.
+    """
+    return np.random.default_rng([seed, epoch]).permutation(n_train)
+
+
+def epoch_batches(rows: np.ndarray, batch_size: int, dist: Dist) -> list[np.ndarray]:
+    """This process's batches: a disjoint, equal share of `rows` (the remainder modulo processes is dropped)."""
+    usable = len(rows) - len(rows) % dist.world_size
+    mine = rows[:usable][dist.rank::dist.world_size]
+    return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+
+
+def batch_generator(seed: int, epoch: int, batch: int, rank: int) -> torch.Generator:
+    """Generator for one batch's crops and augmentation, seeded by (seed, epoch, batch, rank): reproducible
+    on resume (mid-epoch too) and whatever the number of threads preparing batches."""
+    state = np.random.SeedSequence([seed, epoch, batch, rank]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+@dataclass(frozen=True)
+class BatchMaker:
+    """Turns train rows into a model-ready batch: random window, per-lead z-score, augmentation, to device."""
+    X: np.ndarray
+    y: np.ndarray
+    norm: dict
+    window: int
+    fs: float
+    augment: bool
+    seed: int
+    rank: int
+    device: torch.device
+
+    def __call__(self, epoch: int, batch: int, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        generator = batch_generator(self.seed, epoch, batch, self.rank)
+        x = torch.from_numpy(np.asarray(self.X[rows], dtype=np.float32))
+        x = normalise(random_windows(x, self.window, generator), self.norm)
+        if self.augment:
+            x = augment(x, self.fs, generator)
+        y = torch.from_numpy(self.y[rows])
+        if self.device.type == "cuda":
+            x, y = x.pin_memory(), y.pin_memory()
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+def in_background(fn: Callable, items: Iterable, workers: int) -> Iterator:
+    """fn(item) for each item, in order; with workers > 0 computed up to 2 * workers items ahead in threads."""
+    if workers == 0:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def batch_stream(maker: BatchMaker, epoch: int, batches: list[np.ndarray], first: int,
+                 workers: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(batch number, x, y) for batches[first:] of `epoch`, prepared by `workers` background threads."""
+    return in_background(lambda b: (b, *maker(epoch, b, batches[b])), range(first, len(batches)), workers)
+
+
+@dataclass
+class StopFlag:
+    """The number of the SIGINT/SIGTERM received (0: none); the loop checks it after every batch."""
+    signum: int = 0
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[StopFlag]:
+    """Turn SIGINT/SIGTERM into a StopFlag while training; a second signal acts as it normally would."""
+    flag = StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        flag.signum = signum
+        signal.signal(signum, previous[signum])
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def loss_fn(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """Sigmoid + binary cross-entropy for multi-hot targets, softmax + cross-entropy for class indices."""
+    logits = logits.float()
+    return F.binary_cross_entropy_with_logits(logits, y) if multilabel else F.cross_entropy(logits, y)
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                batches: Iterable[tuple[int, torch.Tensor, torch.Tensor]], lr_at: Callable[[int], float],
+                multilabel: bool, amp_dtype: torch.dtype | None, dist: Dist, stop: StopFlag, state: TrainState,
+                bar: tqdm) -> None:
+    """Back-propagate (batch number, x, y) batches, updating `state` after each. Raises NonFiniteLossError
+    before a NaN/Inf loss is back-propagated, TrainingInterrupted after the batch in which a signal came."""
+    model.train()
+    for b, x, y in batches:
+        lr = lr_at(b)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(dist.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(x)
+        loss = loss_fn(logits, y, multilabel)
+        value = loss.item()
+        non_finite, signum = dist.agree([int(not math.isfinite(value)), stop.signum])
+        if non_finite:
+            raise NonFiniteLossError(
+                f"training loss became {value} at epoch {state.epoch + 1}, batch {b + 1} (lr {lr:.3g}); the last "
+                "checkpoint written before it is kept. Check the data for NaN/Inf values, or lower --lr, or use "
+                "--amp off")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        state.batches_done = b + 1
+        state.epoch_loss_sum += value * len(y)
+        state.epoch_samples += len(y)
+        state.samples_backpropagated += len(y) * dist.world_size
+        bar.update(len(y))
+        bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}", refresh=False)
+        if signum:
+            raise TrainingInterrupted(signum)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+@dataclass
+class Run:
+    """A training run in this process: what it mutates and checkpoints, and what it was started with."""
+    cfg: TrainConfig
+    data: Data
+    dist: Dist
+    model: nn.Module                      # DistributedDataParallel-wrapped under torchrun
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler          # enabled for fp16 autocast only
+    amp_dtype: torch.dtype | None
+    hparams: dict
+    schedule_epochs: int
+    state: TrainState
+    source: str | None                    # the checkpoint it started from, if any
+    job_started: float = field(default_factory=time.time)
+    elapsed_before: float = 0.0           # elapsed_seconds of earlier jobs of this run
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.job_started
+
+    def score(self, split: str) -> np.ndarray:
+        """Record probabilities of a split, by the same sliding-window predict the difficulty stage uses."""
+        return predict(unwrap(self.model), self.data.X[split], self.data.norm, self.data.multilabel,
+                       self.data.input_shape["window"], batch_size=4 * self.cfg.batch_size, device=self.dist.device,
+                       amp_dtype=self.amp_dtype)
+
+    def checkpoint(self) -> dict:
+        """Everything needed to continue exactly, or to rebuild and use the model (common.checkpoint)."""
+        self.state.elapsed_seconds = self.elapsed()
+        return {
+            "model": unwrap(self.model).state_dict(), "model_hparams": self.hparams,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "state": asdict(self.state), "rng": rng_state(), "schedule_epochs": self.schedule_epochs,
+            "classes": self.data.classes, "task": self.data.task, "multilabel": self.data.multilabel,
+            "normalisation": self.data.norm, "input_shape": self.data.input_shape,
+            "data_dir": str(self.cfg.data_dir), "data_fingerprint": self.data.fingerprint,
+            "config": asdict(self.cfg), "torch_version": str(torch.__version__),
+        }
+
+
+def start_run(cfg: TrainConfig, data: Data, dist: Dist, log: Callable[..., None]) -> Run:
+    """A new run (weights from --init_from if given), or the --resume checkpoint's run continued."""
+    source = cfg.resume or cfg.init_from
+    ckpt = load_checkpoint(source) if source else None
+    if ckpt is not None:
+        check_compatible(ckpt, data.classes, data.input_shape)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    hparams = dict(n_leads=data.input_shape["leads"], n_classes=len(data.classes), width=cfg.width,
+                   stages=cfg.stages, blocks=cfg.blocks, kernel_size=cfg.kernel_size, dropout=cfg.dropout)
+    if ckpt is not None and ckpt["model_hparams"] != hparams:
+        log(f"model hparams come from {source}: {ckpt['model_hparams']}")
+        hparams = ckpt["model_hparams"]
+    model = build_model(**hparams)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+    model.to(dist.device)
+    amp_dtype = amp_dtype_for(cfg.amp, dist.device)
+    run = Run(cfg=cfg, data=data, dist=dist, model=model,
+              optimizer=torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay),
+              scaler=torch.amp.GradScaler(dist.device.type, enabled=amp_dtype == torch.float16),
+              amp_dtype=amp_dtype, hparams=hparams, schedule_epochs=cfg.schedule_epochs or cfg.epochs,
+              state=TrainState(), source=source)
+    if cfg.resume:
+        continue_run(run, ckpt, log)
+    if dist.world_size > 1:
+        run.model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+    return run
+
+
+def continue_run(run: Run, ckpt: dict, log: Callable[..., None]) -> None:
+    """Restore optimizer, scaler, counters, RNG and schedule from a last.pt, possibly of other data."""
+    cfg = run.cfg
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    for group in run.optimizer.param_groups:
+        group["weight_decay"] = cfg.weight_decay
+    if ckpt["scaler"] is not None and run.scaler.is_enabled():
+        run.scaler.load_state_dict(ckpt["scaler"])
+    run.state = TrainState(**ckpt["state"])
+    run.elapsed_before = run.state.elapsed_seconds
+    run.schedule_epochs = cfg.schedule_epochs or ckpt["schedule_epochs"]
+    restore_rng_state(ckpt["rng"])
+    if run.state.epoch >= cfg.epochs:
+        raise ConfigError(f"{cfg.resume} already finished epoch {run.state.epoch}; pass --epochs above "
+                          f"{run.state.epoch} to continue it")
+    if ckpt["data_fingerprint"] != run.data.fingerprint:
+        log(f"resuming on different data: {ckpt['data_dir']} (dataset fingerprint "
+            f"{ckpt['data_fingerprint'].get('dataset', '?')[:12]}) -> {cfg.data_dir} "
+            f"({run.data.fingerprint.get('dataset', '?')[:12]}); an unfinished epoch restarts")
+        run.state.batches_done, run.state.epoch_loss_sum, run.state.epoch_samples = 0, 0.0, 0
+    if not (Path(cfg.ckpt_dir) / "best.pt").is_file():
+        run.state.best_score, run.state.best_epoch = float("-inf"), 0
+
+
+def fit_epoch(run: Run, epoch: int, maker: BatchMaker, stop: StopFlag) -> dict:
+    """Back-propagate the rest of `epoch` (all of it unless resumed mid-epoch) under a progress bar; returns
+    its train_loss, lr at its end and samples_per_second, and marks it done in run.state."""
+    cfg, state = run.cfg, run.state
+    batches = epoch_batches(epoch_rows(len(run.data.X["train"]), cfg.seed, epoch), cfg.batch_size, run.dist)
+    sizes = [len(rows) for rows in batches]
+
+    def lr_at(b: int) -> float:
+        return one_cycle_lr((epoch + b / len(batches)) / run.schedule_epochs, cfg.lr)
+
+    started = time.time()
+    with tqdm(total=sum(sizes), initial=sum(sizes[:state.batches_done]), unit="sample", leave=False,
+              desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (run.dist.is_main and sys.stderr.isatty())) as bar:
+        try:
+            train_epoch(run.model, run.optimizer, run.scaler,
+                        batch_stream(maker, epoch, batches, state.batches_done, cfg.workers), lr_at,
+                        run.data.multilabel, run.amp_dtype, run.dist, stop, state, bar)
+        finally:
+            state.train_seconds += time.time() - started
+    stats = {"train_loss": state.epoch_loss_sum / max(state.epoch_samples, 1), "lr": lr_at(len(batches) - 1),
+             "samples_per_second": round(state.epoch_samples * run.dist.world_size / (time.time() - started), 1)}
+    state.epoch, state.batches_done, state.epoch_loss_sum, state.epoch_samples = epoch + 1, 0, 0.0, 0
+    return stats
+
+
+def end_epoch(run: Run, stats: dict, started: float, log: Callable[..., None]) -> None:
+    """Rank 0: score validation, append the history row, write last.pt (and best.pt when val AUC improved)."""
+    state, ckpt_dir = run.state, Path(run.cfg.ckpt_dir)
+    val = summarise(run.score("val"), run.data.y["val"], run.data.multilabel, run.data.classes)
+    improved = val["macro_auc"] > state.best_score
+    if improved:
+        state.best_score, state.best_epoch = val["macro_auc"], state.epoch
+    row = {"epoch": state.epoch, "train_loss": stats["train_loss"], "val_loss": val["loss"],
+           "val_macro_auc": val["macro_auc"], "lr": stats["lr"], "samples_backpropagated": state.samples_backpropagated,
+           "seconds": round(run.elapsed(), 2), "epoch_seconds": round(time.time() - started, 2),
+           "samples_per_second": stats["samples_per_second"], "train_records": len(run.data.X["train"])}
+    state.history.append(row)
+    save_checkpoint(run.checkpoint(), ckpt_dir / "last.pt")
+    if improved:
+        copy_checkpoint(ckpt_dir / "last.pt", ckpt_dir / "best.pt")
+    write_history_csv(ckpt_dir / "history.csv", state.history)
+    log(f"epoch {state.epoch}/{run.cfg.epochs}: train_loss {row['train_loss']:.4f} val_loss {row['val_loss']:.4f} "
+        f"val_macro_auc {row['val_macro_auc']:.4f} lr {row['lr']:.2e} {row['samples_per_second']:.0f} samples/s "
+        f"{row['epoch_seconds']:.0f}s" + (" *best" if improved else ""))
+
+
+def train(cfg: TrainConfig) -> dict | None:
+    """Run (or continue) training as configured; returns metrics.json's content on rank 0, else None
+    (other ranks, or a job ended early by --stop_after_epoch)."""
+    check_config(cfg)
+    dist = init_distributed(cfg.device)
+    try:
+        return _train(cfg, dist)
+    finally:
+        if dist.world_size > 1:
+            torch_dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, dist: Dist) -> dict | None:
+    log = partial(print, flush=True) if dist.is_main else (lambda *args, **kwargs: None)
+    processes_per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(cfg.threads or max(1, len(os.sched_getaffinity(0)) // processes_per_node))
+    torch.set_flush_denormal(True)  # denormal floats made some CPU batches 10-20x slower
+    data = load_data(cfg.data_dir, cfg.window_seconds, processes_per_node)
+    Path(cfg.ckpt_dir).mkdir(parents=True, exist_ok=True)
+    run = start_run(cfg, data, dist, log)
+    state, last = run.state, Path(cfg.ckpt_dir) / "last.pt"
+    log(f"data {cfg.data_dir}: {len(data.X['train'])} train / {len(data.X['val'])} val / {len(data.X['test'])} test"
+        f" records, {'multi' if data.multilabel else 'single'}-label {data.classes}, {data.input_shape}")
+    log(f"model {count_parameters(run.model):,} params {run.hparams}; {dist.device} x{dist.world_size}, "
+        f"{torch.get_num_threads()} threads, amp {run.amp_dtype}; epochs {state.epoch + 1}..{cfg.epochs} of a "
+        f"{run.schedule_epochs}-epoch one-cycle, batch {cfg.batch_size}, lr {cfg.lr:g}, augment {cfg.augment}"
+        + (f", from {run.source}" if run.source else ""))
+    maker = BatchMaker(data.X["train"], data.y["train"], data.norm, data.input_shape["window"],
+                       data.input_shape["fs"], cfg.augment, cfg.seed, dist.rank, dist.device)
+    with stop_on_signals() as stop:
+        try:
+            for epoch in range(state.epoch, cfg.epochs):
+                started = time.time()
+                stats = fit_epoch(run, epoch, maker, stop)
+                if dist.is_main:
+                    end_epoch(run, stats, started, log)
+                stale = int(dist.is_main and cfg.patience > 0 and state.epoch - state.best_epoch >= cfg.patience)
+                stale, signum = dist.agree([stale, stop.signum])
+                if signum:
+                    raise TrainingInterrupted(signum)
+                if stale:
+                    log(f"no better val macro AUC for {cfg.patience} epochs: stopping early")
+                    break
+                if cfg.stop_after_epoch is not None and cfg.stop_after_epoch <= state.epoch < cfg.epochs:
+                    log(f"stopped after epoch {state.epoch} as asked; continue with --resume {last} --epochs "
+                        f"{cfg.epochs}")
+                    dist.barrier()
+                    return None
+        except TrainingInterrupted:
+            if dist.is_main:
+                save_checkpoint(run.checkpoint(), last)
+                log(f"\ninterrupted: saved {last} (epoch {state.epoch}, +{state.batches_done} batches); "
+                    f"continue with --resume {last}")
+            dist.barrier()
+            raise
+    report = None
+    if dist.is_main:
+        report = final_report(run)
+        log(format_summary(report))
+    dist.barrier()
+    return report
+
+
+def final_report(run: Run) -> dict:
+    """Score best.pt once: F1 thresholds tuned on validation, then test; write metrics.json and the curves."""
+    cfg, data, state, ckpt_dir = run.cfg, run.data, run.state, Path(run.cfg.ckpt_dir)
+    unwrap(run.model).load_state_dict(load_checkpoint(ckpt_dir / "best.pt")["model"])
+    val_probs = run.score("val")
+    thresholds = (tune_thresholds(val_probs, one_hot(data.y["val"], len(data.classes), True))
+                  if data.multilabel else None)
+    best_row = next(row for row in state.history if row["epoch"] == state.best_epoch)
+    report = {
+        "val": summarise(val_probs, data.y["val"], data.multilabel, data.classes, thresholds),
+        "test": summarise(run.score("test"), data.y["test"], data.multilabel, data.classes, thresholds),
+        "best_epoch": state.best_epoch, "epochs": state.epoch,
+        "samples_backpropagated": state.samples_backpropagated,
+        "samples_backpropagated_at_best": best_row["samples_backpropagated"],
+        "wall_seconds": round(run.elapsed(), 1), "train_seconds": round(state.train_seconds, 1),
+        "samples_per_second": round(state.samples_backpropagated / max(state.train_seconds, 1e-9), 1),
+        "n_params": count_parameters(run.model), "model_hparams": run.hparams, "config": asdict(cfg),
+        "classes": data.classes, "task": data.task, "multilabel": data.multilabel, "input_shape": data.input_shape,
+        "data_dir": str(cfg.data_dir), "data_fingerprint": data.fingerprint.get("dataset"),
+        "started_from": run.source, "ckpt_dir": str(cfg.ckpt_dir), "checkpoint": str(ckpt_dir / "best.pt"),
+        "world_size": run.dist.world_size, "device": str(run.dist.device), "torch_version": str(torch.__version__),
+    }
+    write_json_atomic(ckpt_dir / "metrics.json", report)
+    plot_history(ckpt_dir / "training_curves.png", state.history)
+    return report
+
+
+def main(cfg: TrainConfig) -> int:
+    """train() for the command line: known failures become one message and an exit code, no traceback."""
+    try:
+        train(cfg)
+    except (ConfigError, CheckpointMismatchError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except TrainingInterrupted as e:
+        print(f"{e}", file=sys.stderr)
+        return 128 + e.signum
+    return 0

@@ -1,0 +1,251 @@
+"""Training stage: model, windows, metrics, checkpoints and resume, faults, CLI and DDP, on tiny synthetic data."""
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from common.augment import augment, random_windows, sliding_window_starts
+from common.checkpoint import CheckpointMismatchError, load_checkpoint, load_model
+from common.evaluate import per_record_loss, predict
+from common.metrics import summarise, tune_thresholds
+from common.model import build_model, count_parameters
+from common.train import TrainConfig, main, one_cycle_lr, train
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "train_1d_baseline.py"
+TINY = dict(batch_size=16, lr=1e-2, window_seconds=2.0, width=8, stages=2, blocks=1, kernel_size=5)
+TINY_FLAGS = [f"--{k}={v}" for k, v in TINY.items()]
+REQUIRED_HISTORY = ["epoch", "train_loss", "val_loss", "val_macro_auc", "lr", "samples_backpropagated", "seconds"]
+RUN_FILES = {"best.pt", "last.pt", "history.csv", "metrics.json", "training_curves.png"}
+
+
+def tiny_config(data_dir: Path, ckpt_dir: Path, **overrides: object) -> TrainConfig:
+    return TrainConfig(**{"data_dir": str(data_dir), "ckpt_dir": str(ckpt_dir), "epochs": 3, **TINY, **overrides})
+
+
+def run_script(*args: object, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def read_history(ckpt_dir: Path) -> list[dict]:
+    with open(ckpt_dir / "history.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_same_training_state(a: dict, b: dict) -> None:
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    for key, slot in a["optimizer"]["state"].items():
+        for name, tensor in slot.items():
+            assert torch.equal(tensor, b["optimizer"]["state"][key][name]), (key, name)
+    for key in ("epoch", "samples_backpropagated", "best_epoch", "best_score"):
+        assert a["state"][key] == b["state"][key], key
+
+
+def test_model_output_shape_and_size() -> None:
+    model = build_model()
+    assert 100_000 < count_parameters(model) < 10_000_000
+    for length in (250, 1250):
+        assert model(torch.randn(3, 12, length)).shape == (3, 5)
+    assert build_model(n_leads=1, n_classes=2, width=4, stages=1, blocks=1)(torch.randn(2, 1, 30)).shape == (2, 2)
+
+
+def test_windows_are_slices_and_augmentation_is_seeded() -> None:
+    x = torch.arange(4 * 3 * 40, dtype=torch.float32).view(4, 3, 40)
+    windows = random_windows(x, 10, torch.Generator().manual_seed(0))
+    for record, window in zip(x, windows):
+        start = int(window[0, 0] - record[0, 0])
+        assert torch.equal(window, record[:, start:start + 10])
+    assert sliding_window_starts(40, 10, 10).tolist() == [0, 10, 20, 30]
+    assert sliding_window_starts(45, 10, 10).tolist() == [0, 10, 20, 30, 35]
+    first, again = (augment(windows, 50.0, torch.Generator().manual_seed(1)) for _ in range(2))
+    assert torch.equal(first, again) and first.shape == windows.shape and not torch.equal(first, windows)
+
+
+def test_predict_matches_manual_windows() -> None:
+    torch.manual_seed(0)
+    model = build_model(n_classes=3, width=8, stages=2, blocks=1).eval()
+    X = np.random.default_rng(0).standard_normal((5, 12, 230)).astype(np.float32)
+    norm = {"mean": [0.1] * 12, "std": [2.0] * 12}
+    with torch.no_grad():
+        logits = torch.stack([model((torch.from_numpy(X[:, :, s:s + 100]) - 0.1) / 2.0) for s in (0, 50, 100, 130)],
+                             dim=1)
+    multi = predict(model, X, norm, multilabel=True, window=100, stride=50, batch_size=7)
+    single = predict(model, X, norm, multilabel=False, window=100)
+    np.testing.assert_allclose(multi, torch.sigmoid(logits).amax(dim=1).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(single, torch.softmax(logits, dim=2).mean(dim=1).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_metrics_on_hand_made_arrays() -> None:
+    y = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]], dtype=np.float32)
+    perfect = summarise(y * 0.9 + 0.05, y, True, ["A", "B", "C"])
+    assert perfect["per_class_auc"] == {"A": 1.0, "B": 1.0, "C": None}
+    assert perfect["macro_auc"] == 1.0 and perfect["classes_without_both_labels"] == ["C"]
+    assert perfect["macro_f1"] == 1.0 and perfect["per_class_f1"]["C"] is None
+    assert tune_thresholds(np.array([[0.2], [0.4], [0.6], [0.9]]), np.array([[0], [1], [1], [1]])) == [0.4]
+    labels = np.array([0, 1, 2, 2])
+    probs = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.6, 0.2, 0.2]])
+    single = summarise(probs, labels, False, ["A", "B", "C"])
+    assert single["accuracy"] == 0.75
+    assert single["macro_f1"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
+    np.testing.assert_allclose(per_record_loss(np.full((2, 3), 0.5), np.zeros((2, 3)), True), np.log(2))
+    np.testing.assert_allclose(per_record_loss(probs, labels, False), -np.log([0.8, 0.7, 0.7, 0.2]))
+
+
+def test_one_cycle_schedule() -> None:
+    lrs = [one_cycle_lr(step / 100, 1.0) for step in range(101)]
+    assert lrs[0] == pytest.approx(1 / 25) and lrs[30] == pytest.approx(1.0) and lrs[100] == pytest.approx(1e-4)
+    assert lrs[:31] == sorted(lrs[:31]) and lrs[30:] == sorted(lrs[30:], reverse=True)
+    assert one_cycle_lr(1.5, 1.0) == lrs[100]
+
+
+def test_training_learns_and_writes_the_run_dir(tiny_data_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    report = train(tiny_config(tiny_data_dir, run, epochs=6))
+    assert RUN_FILES <= {p.name for p in run.iterdir()}
+    assert report["test"]["macro_auc"] > 0.9
+    rows = read_history(run)
+    assert list(rows[0])[:7] == REQUIRED_HISTORY
+    assert [int(r["samples_backpropagated"]) for r in rows] == [96 * e for e in range(1, 7)]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"val", "test", "best_epoch", "samples_backpropagated", "epochs", "wall_seconds", "samples_per_second",
+            "n_params", "config"} <= metrics.keys()
+    assert {"macro_auc", "per_class_auc", "macro_f1", "thresholds"} <= metrics["test"].keys()
+    assert metrics["test"]["thresholds"] == metrics["val"]["thresholds"]
+    model, ckpt = load_model(run / "best.pt")
+    assert ckpt["state"]["epoch"] == metrics["best_epoch"]
+    probs = predict(model, np.load(tiny_data_dir / "X_test.npy", mmap_mode="r"), ckpt["normalisation"],
+                    ckpt["multilabel"], ckpt["input_shape"]["window"])
+    test_y = np.load(tiny_data_dir / "y_test.npy")
+    assert summarise(probs, test_y, True, ckpt["classes"])["macro_auc"] == pytest.approx(metrics["test"]["macro_auc"])
+
+
+def test_single_label_reports_accuracy_and_macro_f1(tiny_make_data_dir, tmp_path: Path) -> None:
+    data_dir = tiny_make_data_dir("single", multilabel=False)
+    report = train(tiny_config(data_dir, tmp_path / "run", epochs=5))
+    assert report["test"]["accuracy"] > 0.8 and report["test"]["macro_f1"] > 0.7
+    assert report["test"]["macro_auc"] > 0.9 and "thresholds" not in report["test"]
+
+
+def test_two_plus_two_epochs_equal_four(tiny_data_dir: Path, tmp_path: Path) -> None:
+    options = dict(epochs=4, augment=True, dropout=0.3)
+    train(tiny_config(tiny_data_dir, tmp_path / "full", **options))
+    assert train(tiny_config(tiny_data_dir, tmp_path / "split", stop_after_epoch=2, **options)) is None
+    assert load_checkpoint(tmp_path / "split" / "last.pt")["state"]["epoch"] == 2
+    assert not (tmp_path / "split" / "metrics.json").exists()
+    train(tiny_config(tiny_data_dir, tmp_path / "split", resume=str(tmp_path / "split" / "last.pt"), **options))
+    assert_same_training_state(load_checkpoint(tmp_path / "full" / "last.pt"),
+                               load_checkpoint(tmp_path / "split" / "last.pt"))
+    assert [r["val_loss"] for r in read_history(tmp_path / "full")] == \
+        [r["val_loss"] for r in read_history(tmp_path / "split")]
+
+
+def test_resume_on_another_train_subset_continues_counts(tiny_make_data_dir, tmp_path: Path, capsys) -> None:
+    stage1, stage2 = tiny_make_data_dir("stage1", sizes=(64, 48, 48)), tiny_make_data_dir("stage2", seed=1)
+    train(tiny_config(stage1, tmp_path / "s1", epochs=2, schedule_epochs=3))
+    report = train(tiny_config(stage2, tmp_path / "s2", epochs=3, resume=str(tmp_path / "s1" / "last.pt")))
+    assert "resuming on different data" in capsys.readouterr().out
+    ckpt = load_checkpoint(tmp_path / "s2" / "last.pt")
+    assert ckpt["state"]["epoch"] == 3 and ckpt["schedule_epochs"] == 3
+    assert ckpt["state"]["samples_backpropagated"] == 2 * 64 + 96 == report["samples_backpropagated"]
+    assert [int(r["epoch"]) for r in read_history(tmp_path / "s2")] == [1, 2, 3]
+    assert report["best_epoch"] == 3
+
+
+def test_mismatched_checkpoint_is_refused_naming_classes_and_shape(tiny_data_dir: Path, tiny_make_data_dir,
+                                                                   tmp_path: Path) -> None:
+    train(tiny_config(tiny_data_dir, tmp_path / "run", epochs=1))
+    last = str(tmp_path / "run" / "last.pt")
+    other = tiny_make_data_dir("other", n_classes=4, length=240)
+    for option in ("resume", "init_from"):
+        with pytest.raises(CheckpointMismatchError) as error:
+            train(tiny_config(other, tmp_path / "new", **{option: last}))
+        assert "classes: checkpoint ['C0', 'C1', 'C2'], data ['C0', 'C1', 'C2', 'C3']" in str(error.value)
+        assert "length: checkpoint 200, data 240" in str(error.value)
+    report = train(tiny_config(tiny_data_dir, tmp_path / "init", epochs=1, init_from=last))
+    assert report["epochs"] == 1 and report["samples_backpropagated"] == 96
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data_dir: Path, tiny_make_data_dir,
+                                                               tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(tiny_data_dir, run, stop_after_epoch=1))
+    good = (run / "last.pt").read_bytes()
+    broken = tiny_make_data_dir("broken", inf_in_train=True)
+    result = run_script("--data_dir", broken, "--ckpt_dir", run, "--epochs", 3, "--resume", run / "last.pt",
+                        *TINY_FLAGS)
+    assert result.returncode == 3 and "NaN/Inf" in result.stderr
+    assert (run / "last.pt").read_bytes() == good
+
+
+def test_bad_inputs_fail_early_naming_the_fix(tiny_data_dir: Path, tmp_path: Path, capsys) -> None:
+    def error_of(cfg: TrainConfig) -> str:
+        assert main(cfg) == 2
+        return capsys.readouterr().err
+
+    assert "does not exist" in error_of(tiny_config(tmp_path / "nowhere", tmp_path / "run"))
+    both = error_of(tiny_config(tiny_data_dir, tmp_path / "run", batch_size=0, resume="a.pt", init_from="b.pt"))
+    assert "--batch_size must be >= 1" in both and "--resume and --init_from exclude each other" in both
+    assert "--resume a.pt is not a file" in both
+    (tiny_data_dir / "X_test.npy").unlink()
+    assert "X_test.npy not found" in error_of(tiny_config(tiny_data_dir, tmp_path / "run"))
+    np.save(tiny_data_dir / "y_val.npy", np.zeros((48, 2), dtype=np.float32))
+    assert "y_val.npy has shape (48, 2)" in error_of(tiny_config(tiny_data_dir, tmp_path / "run"))
+
+
+def test_seed_command_line_runs(tiny_data_dir: Path, tmp_path: Path) -> None:
+    result = run_script("--data_dir", tiny_data_dir, "--epochs", 2, "--batch_size", 32, "--ckpt_dir",
+                        tmp_path / "ckpt", "--augment")
+    assert result.returncode == 0, result.stderr
+    assert "test macro AUC" in result.stdout
+    assert RUN_FILES <= {p.name for p in (tmp_path / "ckpt").iterdir()}
+
+
+def test_sigint_saves_a_resumable_checkpoint_that_resumes_exactly(tiny_data_dir: Path, tmp_path: Path) -> None:
+    run, epochs = tmp_path / "run", 40
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--data_dir", str(tiny_data_dir), "--ckpt_dir", str(run),
+                             "--epochs", str(epochs), *TINY_FLAGS], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (run / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT, out + err
+    assert "saved" in out and "--resume" in out
+    stopped = load_checkpoint(run / "last.pt")["state"]
+    assert stopped["epoch"] < epochs
+    resumed = run_script("--data_dir", tiny_data_dir, "--ckpt_dir", run, "--epochs", epochs, "--resume",
+                         run / "last.pt", *TINY_FLAGS)
+    assert resumed.returncode == 0, resumed.stderr
+    train(tiny_config(tiny_data_dir, tmp_path / "whole", epochs=epochs))
+    assert_same_training_state(load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(run / "last.pt"))
+
+
+def test_ddp_with_two_cpu_processes_writes_the_run_dir_once(tiny_data_dir: Path, tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+         f"--master_port={port}", str(SCRIPT), "--data_dir", str(tiny_data_dir), "--ckpt_dir", str(run),
+         "--epochs", "2", *TINY_FLAGS],
+        cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("epoch 1/2:") == 1 and result.stdout.count("test macro AUC") == 1
+    assert {p.name for p in run.iterdir()} == RUN_FILES
+    assert [int(r["samples_backpropagated"]) for r in read_history(run)] == [96, 192]
+    assert json.loads((run / "metrics.json").read_text())["test"]["macro_auc"] is not None

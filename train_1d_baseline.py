@@ -1,0 +1,52 @@
+"""Train the residual 1D CNN baseline on a data dir (PIPELINE.md); all logic lives in common/train.py.
+
+    python train_1d_baseline.py --data_dir results/baseline --ckpt_dir baseline_ckpt
+    python train_1d_baseline.py --data_dir results/pdd/stage2 --ckpt_dir pdd_ckpt/stage2 \\
+        --resume pdd_ckpt/stage1/last.pt --epochs 20 --schedule_epochs 30
+    torchrun --nproc_per_node=2 train_1d_baseline.py ...      # DistributedDataParallel, same flags
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from common.train import TrainConfig, main
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """Command-line flags -> TrainConfig; every default comes from TrainConfig."""
+    d = TrainConfig()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", default=d.data_dir, help="data dir written by preprocess.py")
+    p.add_argument("--ckpt_dir", default=d.ckpt_dir, help="run dir: checkpoints, history.csv, metrics.json")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="total epochs of the run (--resume continues to it)")
+    p.add_argument("--schedule_epochs", type=int, default=d.schedule_epochs,
+                   help="one-cycle schedule length in epochs (default: the resumed checkpoint's, else --epochs)")
+    p.add_argument("--batch_size", type=int, default=d.batch_size, help="records per batch and process")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate of the one-cycle AdamW schedule")
+    p.add_argument("--weight_decay", type=float, default=d.weight_decay)
+    p.add_argument("--window_seconds", type=float, default=d.window_seconds,
+                   help="random training crop; evaluation slides it by half its length")
+    p.add_argument("--augment", action="store_true", help="random amplitude scaling, noise and baseline wander")
+    p.add_argument("--patience", type=int, default=d.patience,
+                   help="stop after this many epochs without a better val macro AUC (0: never)")
+    p.add_argument("--width", type=int, default=d.width, help="model channels of the first stage (doubled per stage)")
+    p.add_argument("--stages", type=int, default=d.stages, help="model stages")
+    p.add_argument("--blocks", type=int, default=d.blocks, help="residual blocks per stage")
+    p.add_argument("--kernel_size", type=int, default=d.kernel_size)
+    p.add_argument("--dropout", type=float, default=d.dropout, help="dropout before the linear head")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device)
+    p.add_argument("--amp", choices=("auto", "on", "off"), default=d.amp,
+                   help="mixed precision (auto: on for CUDA; bf16 where supported, else fp16 + GradScaler)")
+    p.add_argument("--workers", type=int, default=d.workers, help="background threads preparing batches")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: cores / processes)")
+    p.add_argument("--resume", default=d.resume, help="last.pt to continue (weights, optimizer, epoch, counters)")
+    p.add_argument("--init_from", default=d.init_from, help="checkpoint whose weights start a new run")
+    p.add_argument("--stop_after_epoch", type=int, default=d.stop_after_epoch,
+                   help="end this job after that epoch, resumable with --resume: splits a run across jobs")
+    return TrainConfig(**vars(p.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))
