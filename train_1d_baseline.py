@@ -2,7 +2,7 @@
 
     python train_1d_baseline.py --data_dir results/baseline --ckpt_dir baseline_ckpt
     python train_1d_baseline.py --data_dir results/pdd/stage2 --ckpt_dir pdd_ckpt/stage2 \\
-        --resume pdd_ckpt/stage1/last.pt --epochs 20 --schedule_epochs 30
+        --resume pdd_ckpt/stage1/last.pt      # epochs: the stage's plan from pdd_folder_generator.py
     torchrun --nproc_per_node=2 train_1d_baseline.py ...      # DistributedDataParallel, same flags
 """
 from __future__ import annotations
@@ -19,9 +19,12 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_dir", default=d.data_dir, help="data dir written by preprocess.py")
     p.add_argument("--ckpt_dir", default=d.ckpt_dir, help="run dir: checkpoints, history.csv, metrics.json")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="total epochs of the run (--resume continues to it)")
+    p.add_argument("--epochs", type=int, default=d.epochs,
+                   help="total epochs of the run (--resume continues to it); default 30, or a PDD stage dir's "
+                        "planned epoch (pdd_folder_generator.py --stage_epochs)")
     p.add_argument("--schedule_epochs", type=int, default=d.schedule_epochs,
-                   help="one-cycle schedule length in epochs (default: the resumed checkpoint's, else --epochs)")
+                   help="one-cycle schedule length in epochs (default: a PDD stage dir's plan, the resumed "
+                        "checkpoint's, else --epochs)")
     p.add_argument("--batch_size", type=int, default=d.batch_size, help="records per batch and process")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate of the one-cycle AdamW schedule")
     p.add_argument("--weight_decay", type=float, default=d.weight_decay)

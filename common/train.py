@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -44,8 +44,10 @@ class TrainConfig:
     """Everything a run is configured by; train_1d_baseline.py exposes each field as --<name>."""
     data_dir: str = "results/baseline"
     ckpt_dir: str = "baseline_ckpt"
-    epochs: int = 30                      # total epochs of the run; --resume continues up to this number
-    schedule_epochs: int | None = None    # one-cycle length; None: the resumed checkpoint's, else `epochs`
+    epochs: int | None = None             # total epochs of the run (--resume continues up to it); None: a PDD
+                                          # stage dir's planned epoch (see planned_epochs), else 30
+    schedule_epochs: int | None = None    # one-cycle length; None: the stage plan's, the resumed checkpoint's,
+                                          # else `epochs`
     batch_size: int = 128                 # per process
     lr: float = 3e-3                      # peak learning rate of the one-cycle schedule (AdamW)
     weight_decay: float = 1e-2
@@ -549,9 +551,24 @@ def end_epoch(run: Run, stats: dict, started: float, log: Callable[..., None]) -
         f"{row['epoch_seconds']:.0f}s" + (" *best" if improved else ""))
 
 
+DEFAULT_EPOCHS = 30
+
+
+def planned_epochs(cfg: TrainConfig) -> TrainConfig:
+    """Fill --epochs/--schedule_epochs left unset: from a PDD stage dir's plan (meta.json "pdd", written by
+    pdd_folder_generator.py --stage_epochs), so the plain stage commands train each stage its share of one
+    schedule; otherwise 30 epochs."""
+    meta_path = Path(cfg.data_dir) / "meta.json"
+    plan = load_meta(cfg.data_dir).get("pdd", {}) if meta_path.is_file() else {}
+    epochs = cfg.epochs or plan.get("train_until_epoch", DEFAULT_EPOCHS)
+    schedule = cfg.schedule_epochs or (plan.get("schedule_epochs") if cfg.epochs is None else None)
+    return replace(cfg, epochs=epochs, schedule_epochs=schedule)
+
+
 def train(cfg: TrainConfig) -> dict | None:
     """Run (or continue) training as configured; returns metrics.json's content on rank 0, else None
     (other ranks, or a job ended early by --stop_after_epoch)."""
+    cfg = planned_epochs(cfg)
     check_config(cfg)
     dist = init_distributed(cfg.device)
     try:

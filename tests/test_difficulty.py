@@ -89,3 +89,26 @@ def test_out_of_fold_scores_come_from_models_that_never_saw_the_record(trained, 
     for k in (1, 2):
         assert json.loads((tmp_path / "oof" / f"fold{k}" / "ckpt" / "metrics.json").read_text())["epochs"] == 1
     assert json.loads((data / "difficulty.json").read_text())["out_of_fold"] == 2
+
+
+def test_staged_training_resumes_across_stages_continuing_epochs(trained, tmp_path):
+    from common.pdd import generate_stages, split_difficulty
+
+    data, ckpt = trained
+    compute_difficulty(data, ckpt)
+    split_difficulty(data, tmp_path / "pdd")
+    stages = generate_stages(data, tmp_path / "pdd", tmp_path / "pdd", stage_epochs=(1, 2, 1))
+    sizes = [json.loads((s / "meta.json").read_text())["counts"]["train"] for s in stages]
+    previous = None
+    for k, stage in enumerate(stages, start=1):  # the PIPELINE.md stage commands: no --epochs given
+        train(TrainConfig(data_dir=str(stage), ckpt_dir=str(tmp_path / f"stage{k}"),
+                          resume=str(previous) if previous else None, **TINY))
+        previous = tmp_path / f"stage{k}" / "last.pt"
+    metrics = json.loads((tmp_path / "stage3" / "metrics.json").read_text())
+    assert metrics["epochs"] == 4
+    assert metrics["samples_backpropagated"] == sizes[0] + 2 * sizes[1] + sizes[2]
+    assert metrics["config"]["schedule_epochs"] == 4
+    with open(tmp_path / "stage3" / "history.csv", newline="") as f:
+        history = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in history] == [1, 2, 3, 4]
+    assert [int(r["train_records"]) for r in history] == [sizes[0], sizes[1], sizes[1], sizes[2]]
