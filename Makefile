@@ -12,9 +12,18 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# The seed README's commands, in order, then the three resumed PDD stages and the comparison.
 demo: $(VENV)/.installed
 	$(PY) make_demo_data.py --out_dir raw_data --with_500hz
 	$(PY) preprocess.py --input_dir raw_data --meta_csv labels.csv --out_dir results/baseline --length 5000 --test_frac 0.1 --val_frac 0.1
+	$(PY) train_1d_baseline.py --data_dir results/baseline --epochs 30 --batch_size 32 --ckpt_dir baseline_ckpt --augment
+	$(PY) compute_difficulty.py
+	$(PY) pdd_split.py
+	$(PY) pdd_folder_generator.py
+	$(PY) train_1d_baseline.py --data_dir results/pdd/stage1 --ckpt_dir pdd_ckpt/stage1
+	$(PY) train_1d_baseline.py --data_dir results/pdd/stage2 --ckpt_dir pdd_ckpt/stage2 --resume pdd_ckpt/stage1/last.pt
+	$(PY) train_1d_baseline.py --data_dir results/pdd/stage3 --ckpt_dir pdd_ckpt/stage3 --resume pdd_ckpt/stage2/last.pt
+	$(PY) bench/compare_runs.py baseline_ckpt pdd_ckpt/stage3
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -8,7 +8,6 @@ A checkpoint (last.pt, best.pt) is a dict of tensors and plain Python values:
 """
 from __future__ import annotations
 
-import os
 import random
 import shutil
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.datadir import atomic_file
 from common.model import build_model
 
 
@@ -25,19 +25,15 @@ class CheckpointMismatchError(ValueError):
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """torch.save to a temporary file then rename, so `path` is always a complete checkpoint."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """torch.save atomically (temporary file, then rename), so `path` is always a complete checkpoint."""
+    with atomic_file(path, "wb") as f:
+        torch.save(state, f)
 
 
 def copy_checkpoint(src: str | Path, dst: str | Path) -> None:
     """Copy a checkpoint file atomically (best.pt from a just-written last.pt)."""
-    dst = Path(dst)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with atomic_file(dst, "wb") as f, open(src, "rb") as source:
+        shutil.copyfileobj(source, f)
 
 
 def load_checkpoint(path: str | Path) -> dict:
