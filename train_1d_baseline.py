@@ -3,6 +3,7 @@
     python train_1d_baseline.py --data_dir results/baseline --ckpt_dir baseline_ckpt
     python train_1d_baseline.py --data_dir results/pdd/stage2 --ckpt_dir pdd_ckpt/stage2 \\
         --resume pdd_ckpt/stage1/last.pt      # epochs: the stage's plan from pdd_folder_generator.py
+    python train_1d_baseline.py --data_dir results/baseline --ckpt_dir dbpd_ckpt --pdd dbpd   # online PDD
     torchrun --nproc_per_node=2 train_1d_baseline.py ...      # DistributedDataParallel, same flags
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from common.online_pdd import PDD_MODES
 from common.train import TrainConfig, main
 
 
@@ -48,6 +50,20 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--init_from", default=d.init_from, help="checkpoint whose weights start a new run")
     p.add_argument("--stop_after_epoch", type=int, default=d.stop_after_epoch,
                    help="end this job after that epoch, resumable with --resume: splits a run across jobs")
+    p.add_argument("--pdd", choices=PDD_MODES, default=d.pdd,
+                   help="online Progressive Data Dropout: dbpd back-propagates only the records the model still "
+                        "finds hard, srd a random gamma^epoch fraction, smrd as many random records as a dbpd run "
+                        "kept; all end with --revision_frac of the epochs on all records (common/online_pdd.py)")
+    p.add_argument("--pdd_threshold", type=float, default=d.pdd_threshold,
+                   help="dbpd: a record is hard while its true-label probability is below this; multi-label: the "
+                        "lowest over classes of p (positive class) or 1-p (negative class), so a record is learnt "
+                        "only when every class is right with at least this probability")
+    p.add_argument("--pdd_gamma", type=float, default=d.pdd_gamma,
+                   help="srd: epoch e (from 0) takes ceil(gamma^e * N) random records")
+    p.add_argument("--pdd_match", default=d.pdd_match,
+                   help="smrd: run dir of a finished --pdd dbpd run on this data; its per-epoch counts are kept")
+    p.add_argument("--revision_frac", type=float, default=d.revision_frac,
+                   help="dbpd/srd/smrd: the last round(frac * epochs) epochs train on all records")
     return TrainConfig(**vars(p.parse_args(argv)))
 
 

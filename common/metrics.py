@@ -11,7 +11,8 @@ from sklearn.metrics import precision_recall_curve, roc_auc_score
 from common.evaluate import per_record_loss
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_macro_auc", "lr", "samples_backpropagated", "seconds",
-                   "epoch_seconds", "samples_per_second", "train_records")
+                   "epoch_seconds", "samples_per_second", "train_records", "epoch_backpropagated",
+                   "scoring_forward_samples")
 
 
 def one_hot(y: np.ndarray, n_classes: int, multilabel: bool) -> np.ndarray:
@@ -129,14 +130,17 @@ def format_summary(report: dict) -> str:
     def number(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.3f}"
 
+    scoring = f", +{report['scoring_forward_samples']:,} scoring forward passes" \
+        if report["scoring_forward_samples"] else ""
     lines = [
         f"run dir {report['ckpt_dir']}: best epoch {report['best_epoch']} of {report['epochs']} "
         f"(val macro AUC {number(val['macro_auc'])})",
         f"test macro AUC {number(test['macro_auc'])}, macro F1 {number(test['macro_f1'])}"
         + (f", accuracy {test['accuracy']:.3f}" if "accuracy" in test else " (thresholds tuned on val)"),
         "test per-class AUC: " + ", ".join(f"{c} {number(a)}" for c, a in test["per_class_auc"].items()),
-        f"{report['samples_backpropagated']:,} samples back-propagated, {report['samples_per_second']:.0f} "
-        f"samples/s, {report['wall_seconds'] / 60:.1f} min, {report['n_params']:,} parameters",
+        f"{report['samples_backpropagated']:,} samples back-propagated ({report['effective_epochs']:.1f} effective "
+        f"epochs{scoring}), {report['samples_per_second']:.0f} samples/s, {report['wall_seconds'] / 60:.1f} min, "
+        f"{report['n_params']:,} parameters",
     ]
     if test["classes_without_both_labels"]:
         lines.append("test classes without both labels (AUC n/a): " + ", ".join(test["classes_without_both_labels"]))

@@ -1,8 +1,9 @@
 """Train the residual 1D CNN on a data dir (PIPELINE.md): config, input checks, epoch loop, checkpoints, report.
 
 train(cfg): check the config -> load the data dir -> build the model, or restore it (--resume / --init_from)
--> per epoch: choose the train rows (epoch_rows), back-propagate a random window of each (train_epoch),
-score validation by sliding windows, write last.pt / best.pt / history.csv -> score best.pt on validation
+-> per epoch: choose the train rows (epoch_rows; online PDD may take a random subset), back-propagate a random
+window of each (train_epoch; online PDD's DBPD first scores each batch and keeps its hard records), score
+validation by sliding windows, write last.pt / best.pt / history.csv -> score best.pt on validation
 (F1 thresholds) and once on test -> metrics.json, training_curves.png and a printed summary.
 Runs unchanged under torchrun (DistributedDataParallel; rank 0 evaluates and writes every file).
 """
@@ -37,6 +38,8 @@ from common.datadir import SPLITS, load_meta, load_split, write_json_atomic
 from common.evaluate import predict
 from common.metrics import format_summary, one_hot, plot_history, summarise, tune_thresholds, write_history_csv
 from common.model import build_model, count_parameters
+from common.online_pdd import (PDD_MODES, Plan, dbpd_mask, matched_counts, revision_epochs, scoring_logits,
+                               true_label_prob)
 
 
 @dataclass
@@ -67,6 +70,12 @@ class TrainConfig:
     resume: str | None = None             # last.pt to continue; its data dir may differ (same classes/shape)
     init_from: str | None = None          # checkpoint whose weights start a new run
     stop_after_epoch: int | None = None   # end this job after that epoch, resumable: splits a run across jobs
+    pdd: str = "none"                     # online Progressive Data Dropout (common/online_pdd.py): none | dbpd |
+                                          # srd | smrd; each ends with revision epochs on all rows
+    pdd_threshold: float = 0.7            # dbpd: back-propagate records whose true-label probability is below it
+    pdd_gamma: float = 0.9                # srd: epoch e (from 0) takes ceil(gamma^e * N) random rows
+    pdd_match: str | None = None          # smrd: run dir of a finished dbpd run whose per-epoch counts it takes
+    revision_frac: float = 0.2            # dbpd/srd/smrd: the last round(frac * epochs) epochs use all rows
 
 
 class ConfigError(ValueError):
@@ -93,6 +102,7 @@ class TrainState:
     epoch_loss_sum: float = 0.0           # sum of batch loss * batch size over those batches
     epoch_samples: int = 0
     samples_backpropagated: int = 0       # all processes, all jobs and stages of the run
+    scoring_forward_samples: int = 0      # DBPD's forward passes without grad that chose them, counted likewise
     elapsed_seconds: float = 0.0
     train_seconds: float = 0.0            # of elapsed_seconds, the time spent back-propagating
     best_score: float = float("-inf")     # best validation macro AUC written to best.pt in this run dir
@@ -137,6 +147,7 @@ class Data:
     input_shape: dict                     # leads, length, fs, window (samples)
 
 
+PDD_OPTIONS = ("pdd", "pdd_threshold", "pdd_gamma", "pdd_match", "revision_frac")
 REQUIRED_META = ("classes", "multilabel", "fs", "length", "leads", "normalisation", "fingerprint")
 
 
@@ -166,8 +177,24 @@ def check_config(cfg: TrainConfig) -> None:
         problems.append("--device cuda but this torch sees no CUDA device; use --device cpu")
     if cfg.amp not in ("auto", "on", "off"):
         problems.append(f"--amp must be auto, on or off, got {cfg.amp!r}")
+    problems += check_pdd_options(cfg)
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def check_pdd_options(cfg: TrainConfig) -> list[str]:
+    """Problems with the online PDD options: ranges, --pdd_match exactly for smrd, no dbpd under torchrun."""
+    problems = []
+    if cfg.pdd not in PDD_MODES:
+        problems.append(f"--pdd must be one of {', '.join(PDD_MODES)}, got {cfg.pdd!r}")
+    if not 0 <= cfg.pdd_threshold <= 1 or not 0 < cfg.pdd_gamma <= 1 or not 0 <= cfg.revision_frac <= 1:
+        problems.append("--pdd_threshold and --revision_frac must be in [0, 1], --pdd_gamma in (0, 1]")
+    if (cfg.pdd == "smrd") != bool(cfg.pdd_match):
+        problems.append("--pdd smrd needs --pdd_match RUN_DIR (a finished --pdd dbpd run), and only it takes one")
+    if cfg.pdd == "dbpd" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        problems.append("--pdd dbpd runs in one process only: under torchrun each rank would keep a different number "
+                        "of samples per batch; run it without torchrun (srd and smrd work under torchrun)")
+    return problems
 
 
 def load_data(data_dir: str | Path, window_seconds: float, processes_per_node: int = 1) -> Data:
@@ -268,12 +295,10 @@ def one_cycle_lr(progress: float, peak: float, warmup: float = 0.3) -> float:
     return end + (start - end) * (1 + math.cos(math.pi * t)) / 2
 
 
-def epoch_rows(n_train: int, seed: int, epoch: int) -> np.ndarray:
-    """Train rows back-propagated in `epoch`, in order: a permutation seeded by (seed, epoch).
-
-    The seam for per-epoch sample selection (e.g. Progressive Data Dropout): return a subset instead.
-    """
-    return np.random.default_rng([seed, epoch]).permutation(n_train)
+def epoch_rows(n_train: int, seed: int, epoch: int, keep: int | None = None) -> np.ndarray:
+    """Train rows of `epoch`, in order: the first `keep` (default all) of a permutation seeded by (seed, epoch),
+    so an online PDD subset is random, and the same when the epoch is resumed."""
+    return np.random.default_rng([seed, epoch]).permutation(n_train)[:keep]
 
 
 def epoch_batches(rows: np.ndarray, batch_size: int, dist: Dist) -> list[np.ndarray]:
@@ -371,33 +396,43 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.Te
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                 batches: Iterable[tuple[int, torch.Tensor, torch.Tensor]], lr_at: Callable[[int], float],
                 multilabel: bool, amp_dtype: torch.dtype | None, dist: Dist, stop: StopFlag, state: TrainState,
-                bar: tqdm) -> None:
-    """Back-propagate (batch number, x, y) batches, updating `state` after each. Raises NonFiniteLossError
-    before a NaN/Inf loss is back-propagated, TrainingInterrupted after the batch in which a signal came."""
+                bar: tqdm, threshold: float | None = None) -> None:
+    """Back-propagate (batch number, x, y) batches, updating `state` after each. With a DBPD `threshold`, each
+    batch is first scored without grad and only its hard records are back-propagated (none: no step at all).
+    Raises NonFiniteLossError before a NaN/Inf loss is back-propagated, TrainingInterrupted after the batch in
+    which a signal came."""
     model.train()
     for b, x, y in batches:
         lr = lr_at(b)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast(dist.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(x)
-        loss = loss_fn(logits, y, multilabel)
-        value = loss.item()
+        scored = len(y)
+        if threshold is not None:
+            keep = dbpd_mask(true_label_prob(scoring_logits(model, x, amp_dtype), y, multilabel), threshold)
+            x, y = x[keep], y[keep]
+            state.scoring_forward_samples += scored * dist.world_size
+        loss = None
+        if len(y):
+            with torch.autocast(dist.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(x)
+            loss = loss_fn(logits, y, multilabel)
+        value = loss.item() if loss is not None else 0.0
         non_finite, signum = dist.agree([int(not math.isfinite(value)), stop.signum])
         if non_finite:
             raise NonFiniteLossError(
                 f"training loss became {value} at epoch {state.epoch + 1}, batch {b + 1} (lr {lr:.3g}); the last "
                 "checkpoint written before it is kept. Check the data for NaN/Inf values, or lower --lr, or use "
                 "--amp off")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        if loss is not None:
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         state.batches_done = b + 1
         state.epoch_loss_sum += value * len(y)
         state.epoch_samples += len(y)
         state.samples_backpropagated += len(y) * dist.world_size
-        bar.update(len(y))
+        bar.update(scored)
         bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}", refresh=False)
         if signum:
             raise TrainingInterrupted(signum)
@@ -420,6 +455,7 @@ class Run:
     amp_dtype: torch.dtype | None
     hparams: dict
     schedule_epochs: int
+    plan: Plan                            # online PDD: the rows of each epoch
     state: TrainState
     source: str | None                    # the checkpoint it started from, if any
     job_started: float = field(default_factory=time.time)
@@ -472,13 +508,23 @@ def start_run(cfg: TrainConfig, data: Data, dist: Dist, log: Callable[..., None]
               optimizer=torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay),
               scaler=torch.amp.GradScaler(dist.device.type, enabled=amp_dtype == torch.float16),
               amp_dtype=amp_dtype, hparams=hparams, schedule_epochs=cfg.schedule_epochs or cfg.epochs,
-              state=TrainState(), source=source)
+              plan=pdd_plan(cfg, len(data.X["train"])), state=TrainState(), source=source)
     if cfg.resume:
         continue_run(run, ckpt, log)
     if dist.world_size > 1:
         run.model = nn.parallel.DistributedDataParallel(
             model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
     return run
+
+
+def pdd_plan(cfg: TrainConfig, n_train: int) -> Plan:
+    """The run's online PDD plan; for smrd with the per-epoch counts of the --pdd_match run."""
+    try:
+        matched = matched_counts(Path(cfg.pdd_match), n_train, cfg.epochs) if cfg.pdd == "smrd" else ()
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    return Plan(mode=cfg.pdd, epochs=cfg.epochs, revision=revision_epochs(cfg.epochs, cfg.revision_frac),
+                threshold=cfg.pdd_threshold, gamma=cfg.pdd_gamma, matched=matched)
 
 
 def continue_run(run: Run, ckpt: dict, log: Callable[..., None]) -> None:
@@ -493,6 +539,11 @@ def continue_run(run: Run, ckpt: dict, log: Callable[..., None]) -> None:
     run.elapsed_before = run.state.elapsed_seconds
     run.schedule_epochs = cfg.schedule_epochs or ckpt["schedule_epochs"]
     restore_rng_state(ckpt["rng"])
+    before = {name: ckpt["config"].get(name, getattr(TrainConfig, name)) for name in PDD_OPTIONS}
+    changed = [f"--{name} {before[name]} -> {getattr(cfg, name)}" for name in PDD_OPTIONS
+               if before[name] != getattr(cfg, name)]
+    if changed:
+        log(f"online PDD options differ from {cfg.resume}'s: {', '.join(changed)}")
     if run.state.epoch >= cfg.epochs:
         raise ConfigError(f"{cfg.resume} already finished epoch {run.state.epoch}; pass --epochs above "
                           f"{run.state.epoch} to continue it")
@@ -501,19 +552,21 @@ def continue_run(run: Run, ckpt: dict, log: Callable[..., None]) -> None:
             f"{ckpt['data_fingerprint'].get('dataset', '?')[:12]}) -> {cfg.data_dir} "
             f"({run.data.fingerprint.get('dataset', '?')[:12]}); an unfinished epoch restarts")
         run.state.batches_done, run.state.epoch_loss_sum, run.state.epoch_samples = 0, 0.0, 0
-    if not (Path(cfg.ckpt_dir) / "best.pt").is_file():
+    if Path(cfg.resume).resolve().parent != Path(cfg.ckpt_dir).resolve():  # a new run dir (next PDD stage)
         run.state.best_score, run.state.best_epoch = float("-inf"), 0
 
 
 def fit_epoch(run: Run, epoch: int, maker: BatchMaker, stop: StopFlag) -> dict:
     """Back-propagate the rest of `epoch` (all of it unless resumed mid-epoch) under a progress bar; returns
-    its train_loss, lr at its end and samples_per_second, and marks it done in run.state."""
-    cfg, state = run.cfg, run.state
-    batches = epoch_batches(epoch_rows(len(run.data.X["train"]), cfg.seed, epoch), cfg.batch_size, run.dist)
-    sizes = [len(rows) for rows in batches]
+    its train_loss (NaN when nothing was back-propagated), lr at its end, epoch_backpropagated (all processes)
+    and samples_per_second, and marks it done in run.state."""
+    cfg, state, n_train = run.cfg, run.state, len(run.data.X["train"])
+    rows = epoch_rows(n_train, cfg.seed, epoch, run.plan.rows(epoch, n_train))
+    batches = epoch_batches(rows, cfg.batch_size, run.dist)
+    sizes = [len(batch) for batch in batches]
 
     def lr_at(b: int) -> float:
-        return one_cycle_lr((epoch + b / len(batches)) / run.schedule_epochs, cfg.lr)
+        return one_cycle_lr((epoch + b / max(len(batches), 1)) / run.schedule_epochs, cfg.lr)
 
     started = time.time()
     with tqdm(total=sum(sizes), initial=sum(sizes[:state.batches_done]), unit="sample", leave=False,
@@ -521,11 +574,14 @@ def fit_epoch(run: Run, epoch: int, maker: BatchMaker, stop: StopFlag) -> dict:
         try:
             train_epoch(run.model, run.optimizer, run.scaler,
                         batch_stream(maker, epoch, batches, state.batches_done, cfg.workers), lr_at,
-                        run.data.multilabel, run.amp_dtype, run.dist, stop, state, bar)
+                        run.data.multilabel, run.amp_dtype, run.dist, stop, state, bar,
+                        run.plan.batch_threshold(epoch))
         finally:
             state.train_seconds += time.time() - started
-    stats = {"train_loss": state.epoch_loss_sum / max(state.epoch_samples, 1), "lr": lr_at(len(batches) - 1),
-             "samples_per_second": round(state.epoch_samples * run.dist.world_size / (time.time() - started), 1)}
+    backpropagated = state.epoch_samples * run.dist.world_size
+    stats = {"train_loss": state.epoch_loss_sum / state.epoch_samples if state.epoch_samples else math.nan,
+             "lr": lr_at(max(len(batches) - 1, 0)), "epoch_backpropagated": backpropagated,
+             "samples_per_second": round(backpropagated / (time.time() - started), 1)}
     state.epoch, state.batches_done, state.epoch_loss_sum, state.epoch_samples = epoch + 1, 0, 0.0, 0
     return stats
 
@@ -540,15 +596,19 @@ def end_epoch(run: Run, stats: dict, started: float, log: Callable[..., None]) -
     row = {"epoch": state.epoch, "train_loss": stats["train_loss"], "val_loss": val["loss"],
            "val_macro_auc": val["macro_auc"], "lr": stats["lr"], "samples_backpropagated": state.samples_backpropagated,
            "seconds": round(run.elapsed(), 2), "epoch_seconds": round(time.time() - started, 2),
-           "samples_per_second": stats["samples_per_second"], "train_records": len(run.data.X["train"])}
+           "samples_per_second": stats["samples_per_second"], "train_records": len(run.data.X["train"]),
+           "epoch_backpropagated": stats["epoch_backpropagated"],
+           "scoring_forward_samples": state.scoring_forward_samples}
     state.history.append(row)
     save_checkpoint(run.checkpoint(), ckpt_dir / "last.pt")
     if improved:
         copy_checkpoint(ckpt_dir / "last.pt", ckpt_dir / "best.pt")
     write_history_csv(ckpt_dir / "history.csv", state.history)
+    kept = f" pdd {run.plan.mode} kept {row['epoch_backpropagated']}/{row['train_records']}" \
+        if run.plan.mode != "none" else ""
     log(f"epoch {state.epoch}/{run.cfg.epochs}: train_loss {row['train_loss']:.4f} val_loss {row['val_loss']:.4f} "
         f"val_macro_auc {row['val_macro_auc']:.4f} lr {row['lr']:.2e} {row['samples_per_second']:.0f} samples/s "
-        f"{row['epoch_seconds']:.0f}s" + (" *best" if improved else ""))
+        f"{row['epoch_seconds']:.0f}s{kept}" + (" *best" if improved else ""))
 
 
 DEFAULT_EPOCHS = 30
@@ -643,6 +703,9 @@ def final_report(run: Run) -> dict:
         "best_epoch": state.best_epoch, "epochs": state.epoch,
         "samples_backpropagated": state.samples_backpropagated,
         "samples_backpropagated_at_best": best_row["samples_backpropagated"],
+        "effective_epochs": state.samples_backpropagated / len(data.X["train"]),
+        "scoring_forward_samples": state.scoring_forward_samples,
+        "pdd": {**asdict(run.plan), "match": cfg.pdd_match, "revision_frac": cfg.revision_frac},
         "wall_seconds": round(run.elapsed(), 1), "train_seconds": round(state.train_seconds, 1),
         "samples_per_second": round(state.samples_backpropagated / max(state.train_seconds, 1e-9), 1),
         "n_params": count_parameters(run.model), "model_hparams": run.hparams, "config": asdict(cfg),

@@ -1,0 +1,196 @@
+"""Online PDD (common/online_pdd.py): DBPD keeps exactly a batch's hard records, SRD follows gamma, SMRD a DBPD
+run's counts, revision uses all rows, the counts add up, resume is exact; the experiment runner end to end."""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tqdm import tqdm
+
+from common.checkpoint import load_checkpoint
+from common.datadir import SPLITS, write_json_atomic
+from common.metrics import write_history_csv
+from common.model import build_model
+from common.online_pdd import Plan, scoring_logits, srd_count, true_label_prob
+from common.train import ConfigError, Dist, StopFlag, TrainConfig, TrainState, train, train_epoch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import pdd_experiment  # noqa: E402
+
+TINY = dict(batch_size=16, lr=1e-2, window_seconds=2.0, width=8, stages=2, blocks=1, kernel_size=5, threads=1)
+
+
+def tiny_config(data_dir: Path, ckpt_dir: Path, **overrides: object) -> TrainConfig:
+    return TrainConfig(**{"data_dir": str(data_dir), "ckpt_dir": str(ckpt_dir), "epochs": 4, **TINY, **overrides})
+
+
+def history(run_dir: Path) -> list[dict]:
+    with open(run_dir / "history.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def column(run_dir: Path, name: str) -> list[int]:
+    return [int(row[name]) for row in history(run_dir)]
+
+
+def fit_one_batch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, threshold: float,
+                  seen: list[torch.Tensor]) -> TrainState:
+    """train_epoch on a single batch with DBPD, recording the inputs of forward passes that build a graph."""
+    model.register_forward_hook(lambda m, args, out: seen.append(args[0]) if torch.is_grad_enabled() else None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    state = TrainState()
+    train_epoch(model, optimizer, torch.amp.GradScaler("cpu", enabled=False), [(0, x, y)], lambda b: 1e-3, True, None,
+                Dist(torch.device("cpu")), StopFlag(), state, tqdm(disable=True), threshold)
+    return state
+
+
+def test_true_label_prob_single_and_multi_label() -> None:
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    single = true_label_prob(logits, torch.tensor([0, 2]), multilabel=False)
+    assert torch.allclose(single, torch.tensor([np.exp(2) / (np.exp(2) + 1 + np.exp(-1)), 1 / 3]).float())
+    multi = true_label_prob(logits, torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]]), multilabel=True)
+    sigmoid = 1 / (1 + np.exp(-np.array([2.0, 0.0, -1.0])))
+    assert torch.allclose(multi, torch.tensor([min(sigmoid[0], 1 - sigmoid[1], 1 - sigmoid[2]), 0.5]).float())
+
+
+def test_dbpd_backpropagates_exactly_the_hard_records_of_a_batch() -> None:
+    torch.manual_seed(0)
+    model = build_model(n_classes=3, width=8, stages=2, blocks=1, kernel_size=5).train()
+    x, y = torch.randn(16, 12, 100), (torch.rand(16, 3) < 0.4).float()
+    with torch.no_grad():
+        p = torch.sigmoid(copy.deepcopy(model)(x)).numpy()
+    by_hand = [min(p[i, k] if y[i, k] else 1 - p[i, k] for k in range(3)) for i in range(16)]
+    threshold = float(np.median(by_hand))
+    hard = [i for i in range(16) if by_hand[i] < threshold]
+    assert 0 < len(hard) < 16
+    seen: list[torch.Tensor] = []
+    state = fit_one_batch(model, x, y, threshold, seen)
+    assert len(seen) == 1 and torch.equal(seen[0], x[hard])
+    assert state.samples_backpropagated == len(hard) and state.scoring_forward_samples == 16
+
+
+def test_an_all_easy_batch_back_propagates_nothing_and_scoring_changes_no_buffer() -> None:
+    torch.manual_seed(0)
+    model = build_model(n_classes=3, width=8, stages=2, blocks=1, kernel_size=5).train()
+    x, y = torch.randn(8, 12, 100), (torch.rand(8, 3) < 0.4).float()
+    before = copy.deepcopy(model.state_dict())
+    assert torch.equal(scoring_logits(model, x, None), copy.deepcopy(model)(x).detach())
+    seen: list[torch.Tensor] = []
+    state = fit_one_batch(model, x, y, 0.0, seen)
+    assert seen == [] and state.samples_backpropagated == 0 and state.scoring_forward_samples == 8
+    assert all(torch.equal(value, model.state_dict()[name]) for name, value in before.items())
+
+
+def test_srd_counts_and_revision_epochs() -> None:
+    assert [srd_count(1000, 0.9, e) for e in range(5)] == [1000, 900, 810, 729, 657]
+    plan = Plan(mode="srd", epochs=6, revision=2, gamma=0.5)
+    assert [plan.rows(e, 96) for e in range(6)] == [96, 48, 24, 12, 96, 96]
+    assert [plan.revising(e) for e in range(6)] == [False] * 4 + [True] * 2
+    dbpd = Plan(mode="dbpd", epochs=6, revision=2, threshold=0.6)
+    assert [dbpd.batch_threshold(e) for e in range(6)] == [0.6] * 4 + [None] * 2
+    assert [dbpd.rows(e, 96) for e in range(6)] == [96] * 6
+
+
+def test_srd_run_keeps_gamma_fractions_then_revises_on_all(tiny_data_dir: Path, tmp_path: Path) -> None:
+    report = train(tiny_config(tiny_data_dir, tmp_path / "srd", pdd="srd", pdd_gamma=0.5, revision_frac=0.25))
+    assert column(tmp_path / "srd", "epoch_backpropagated") == [96, 48, 24, 96]
+    assert column(tmp_path / "srd", "samples_backpropagated") == [96, 144, 168, 264]
+    assert report["samples_backpropagated"] == 264 and report["effective_epochs"] == 264 / 96
+    assert report["scoring_forward_samples"] == 0 and report["pdd"]["revision"] == 1
+
+
+def test_dbpd_run_counts_add_up(tiny_data_dir: Path, tmp_path: Path) -> None:
+    report = train(tiny_config(tiny_data_dir, tmp_path / "dbpd", pdd="dbpd", pdd_threshold=0.6, revision_frac=0.25))
+    kept = column(tmp_path / "dbpd", "epoch_backpropagated")
+    assert kept[-1] == 96 and all(0 <= k <= 96 for k in kept) and sum(kept[:-1]) < 3 * 96
+    assert column(tmp_path / "dbpd", "samples_backpropagated") == np.cumsum(kept).tolist()
+    assert column(tmp_path / "dbpd", "scoring_forward_samples") == [96, 192, 288, 288]
+    metrics = json.loads((tmp_path / "dbpd" / "metrics.json").read_text())
+    assert metrics["samples_backpropagated"] == sum(kept) == report["samples_backpropagated"]
+    assert metrics["scoring_forward_samples"] == 288 and metrics["effective_epochs"] == sum(kept) / 96
+    assert metrics["pdd"]["mode"] == "dbpd" and load_checkpoint(tmp_path / "dbpd" / "last.pt")["config"]["pdd"] == "dbpd"
+
+
+def fake_dbpd_run(run_dir: Path, kept: list[int], train_records: int = 96) -> Path:
+    run_dir.mkdir(parents=True)
+    write_json_atomic(run_dir / "metrics.json", {"pdd": {"mode": "dbpd"}})
+    write_history_csv(run_dir / "history.csv", [{"epoch": e + 1, "epoch_backpropagated": k,
+                                                  "train_records": train_records} for e, k in enumerate(kept)])
+    return run_dir
+
+
+def test_smrd_keeps_the_dbpd_runs_counts(tiny_data_dir: Path, tmp_path: Path) -> None:
+    match = fake_dbpd_run(tmp_path / "dbpd", [50, 30, 0, 96])
+    report = train(tiny_config(tiny_data_dir, tmp_path / "smrd", pdd="smrd", pdd_match=str(match), revision_frac=0.25))
+    assert column(tmp_path / "smrd", "epoch_backpropagated") == [50, 30, 0, 96]
+    assert report["samples_backpropagated"] == 176 and report["scoring_forward_samples"] == 0
+
+
+@pytest.mark.parametrize("problem", ["missing", "not dbpd", "other data", "too short"])
+def test_smrd_refuses_a_run_dir_that_does_not_match(tiny_data_dir: Path, tmp_path: Path, problem: str) -> None:
+    match = tmp_path / "dbpd"
+    if problem != "missing":
+        fake_dbpd_run(match, [50, 30, 0, 96] if problem != "too short" else [50, 30],
+                      train_records=95 if problem == "other data" else 96)
+    if problem == "not dbpd":
+        write_json_atomic(match / "metrics.json", {"pdd": {"mode": "srd"}})
+    with pytest.raises(ConfigError, match="pass --pdd_match the run dir of a finished --pdd dbpd run"):
+        train(tiny_config(tiny_data_dir, tmp_path / "smrd", pdd="smrd", pdd_match=str(match)))
+    with pytest.raises(ConfigError, match="--pdd smrd needs --pdd_match"):
+        train(tiny_config(tiny_data_dir, tmp_path / "smrd", pdd="smrd"))
+
+
+@pytest.mark.parametrize("options", [dict(pdd="srd", pdd_gamma=0.6), dict(pdd="dbpd", pdd_threshold=0.6)])
+def test_two_plus_two_epochs_equal_four(tiny_data_dir: Path, tmp_path: Path, options: dict) -> None:
+    train(tiny_config(tiny_data_dir, tmp_path / "full", **options))
+    assert train(tiny_config(tiny_data_dir, tmp_path / "split", stop_after_epoch=2, **options)) is None
+    train(tiny_config(tiny_data_dir, tmp_path / "split", resume=str(tmp_path / "split" / "last.pt"), **options))
+    full, split = (load_checkpoint(tmp_path / run / "last.pt") for run in ("full", "split"))
+    assert all(torch.equal(tensor, split["model"][name]) for name, tensor in full["model"].items())
+    for key in ("epoch", "samples_backpropagated", "scoring_forward_samples"):
+        assert full["state"][key] == split["state"][key]
+    for name in ("val_loss", "epoch_backpropagated", "scoring_forward_samples"):
+        assert [r[name] for r in history(tmp_path / "full")] == [r[name] for r in history(tmp_path / "split")]
+
+
+def with_preprocess_meta(data_dir: Path) -> Path:
+    """Add the meta.json entries preprocess.py writes and staged PDD reads: counts, class counts, record ids."""
+    meta = json.loads((data_dir / "meta.json").read_text())
+    counts = {split: len(np.load(data_dir / f"y_{split}.npy")) for split in SPLITS}
+    meta.update(counts=counts, class_counts={split: {} for split in SPLITS},
+                splits={split: {"record_ids": [f"{split}{i}" for i in range(n)],
+                                "patient_ids": [f"p{split}{i}" for i in range(n)]} for split, n in counts.items()})
+    write_json_atomic(data_dir / "meta.json", meta)
+    return data_dir
+
+
+def test_experiment_runner_end_to_end_and_rerun_skips(tiny_data_dir: Path, tmp_path: Path, capsys) -> None:
+    data, out = with_preprocess_meta(tiny_data_dir), tmp_path / "experiment"
+    argv = ["--data_dir", str(data), "--out_dir", str(out), "--seeds", "0", "--epochs", "3",
+            *[f"--{k}={v}" for k, v in TINY.items()], "--revision_frac", "0.34"]
+    markdown = pdd_experiment.main(argv)
+    for variant in pdd_experiment.VARIANTS:
+        assert f"| {variant} |" in markdown
+    with open(out / "results.csv", newline="") as f:
+        rows = {row["variant"]: row for row in csv.DictReader(f)}
+    baseline = json.loads((out / "baseline" / "seed0" / "metrics.json").read_text())
+    stage3 = json.loads((out / "staged" / "seed0" / "stage3" / "metrics.json").read_text())
+    assert int(rows["staged"]["samples_backpropagated"]) == \
+        stage3["samples_backpropagated"] + baseline["samples_backpropagated"]
+    assert int(rows["staged"]["scoring_forward_samples"]) == 96 * 3  # 4 s records, 2 s windows every 1 s
+    assert float(rows["baseline"]["effective_epochs"]) == 3 and float(rows["dbpd"]["scoring_epochs"]) == 2
+    assert column(out / "smrd" / "seed0", "epoch_backpropagated") == \
+        column(out / "dbpd" / "seed0", "epoch_backpropagated")
+    assert not (data / "difficulty.npy").exists()
+    assert (out / "auc_vs_effective_epochs.png").stat().st_size > 1000 and (out / "results.md").is_file()
+    capsys.readouterr()
+    assert pdd_experiment.main(argv) == markdown
+    assert capsys.readouterr().out.count("finished earlier") == 7  # baseline, 3 stages, dbpd, srd, smrd
