@@ -27,6 +27,7 @@ log = logging.getLogger("preprocess")
 PTBXL_NATIVE_LENGTH = {100: 1000, 500: 5000}
 CHUNK_RECORDS = 256
 LENGTH_SLACK = 1.5
+DEFAULT_FRAC = 0.1
 
 
 @dataclass
@@ -44,8 +45,8 @@ class PreprocessConfig:
     split: str = "auto"
     val_folds: list[int] = field(default_factory=lambda: [9])
     test_folds: list[int] = field(default_factory=lambda: [10])
-    val_frac: float = 0.1
-    test_frac: float = 0.1
+    val_frac: float | None = None         # random split only; None: DEFAULT_FRAC
+    test_frac: float | None = None
     seed: int = 0
     record_col: str = "record"
     label_col: str = "labels"
@@ -161,15 +162,18 @@ def assign_splits(cfg: PreprocessConfig, table: pd.DataFrame, y_onehot: np.ndarr
             raise ValueError("--split folds needs a fold column in the CSV; use --split random")
         reason = "official strat_fold split" if cfg.split == "auto" else "--split folds"
         log.info("split: folds (%s); val folds %s, test folds %s", reason, cfg.val_folds, cfg.test_folds)
-        if cfg.split == "auto":
-            log.info("--val_frac/--test_frac do not apply to a fold split; pass --split random to use them")
+        if cfg.split == "auto" and (cfg.val_frac, cfg.test_frac) != (None, None):
+            log.warning("--val_frac/--test_frac are ignored: the CSV has folds, so the official fold split is "
+                        "used; pass --split random to split by those fractions instead")
         assignment = splits.split_by_folds(table["fold"], cfg.val_folds, cfg.test_folds)
         info = {"method": "folds", "reason": reason, "val_folds": cfg.val_folds, "test_folds": cfg.test_folds}
     else:
         reason = "the CSV has no folds" if cfg.split == "auto" else "--split random"
-        log.info("split: random by patient (%s); val %.2f, test %.2f, seed %d", reason, cfg.val_frac, cfg.test_frac, cfg.seed)
-        assignment = splits.split_random(table["patient_id"], y_onehot, cfg.val_frac, cfg.test_frac, cfg.seed)
-        info = {"method": "random", "reason": reason, "val_frac": cfg.val_frac, "test_frac": cfg.test_frac, "seed": cfg.seed}
+        val_frac = DEFAULT_FRAC if cfg.val_frac is None else cfg.val_frac
+        test_frac = DEFAULT_FRAC if cfg.test_frac is None else cfg.test_frac
+        log.info("split: random by patient (%s); val %.2f, test %.2f, seed %d", reason, val_frac, test_frac, cfg.seed)
+        assignment = splits.split_random(table["patient_id"], y_onehot, val_frac, test_frac, cfg.seed)
+        info = {"method": "random", "reason": reason, "val_frac": val_frac, "test_frac": test_frac, "seed": cfg.seed}
     for name in SPLITS:
         if not (assignment == name).any():
             folds = sorted(table["fold"].dropna().unique().tolist())

@@ -87,6 +87,13 @@ def test_normalisation_stats_are_train_only(sample_out):
     np.testing.assert_allclose(meta["normalisation"]["std"], X.std(axis=(0, 2)), rtol=1e-5)
 
 
+def test_fractions_on_data_with_folds_say_which_split_was_used(sample_dir, tmp_path, caplog):
+    meta = preprocess(PreprocessConfig(input_dir=sample_dir, out_dir=tmp_path / "o", val_folds=[8], test_folds=[9],
+                                       val_frac=0.1, test_frac=0.1, workers=1), "t")
+    assert meta["split"]["method"] == "folds"
+    assert "--val_frac/--test_frac are ignored" in caplog.text and "--split random" in caplog.text
+
+
 def test_rerun_same_dataset_is_allowed_and_identical(sample_dir, sample_out):
     before = json.loads((sample_out / "meta.json").read_text())["fingerprint"]
     preprocess(PreprocessConfig(input_dir=sample_dir, out_dir=sample_out, val_folds=[8], test_folds=[9], workers=1), "test")
