@@ -179,7 +179,7 @@ def stage_rows(split_dir: Path, mode: str) -> list[np.ndarray]:
     return [np.sort(np.concatenate(parts[: k + 1])) for k in range(len(parts))]
 
 
-def link_or_copy(src: Path, dst: Path) -> str:
+def link_file(src: Path, dst: Path) -> str:
     """Hard-link src to dst, else symlink it; never copy the bytes. Returns how it was linked."""
     try:
         os.link(src, dst)
@@ -223,7 +223,7 @@ def build_stage(data_dir: Path, stage_dir: Path, rows: np.ndarray, stage_info: d
             for kind in ("X", "y"):
                 name = f"{kind}_{split}.npy"
                 if split != "train" or whole_train:
-                    links[name] = link_or_copy(data_dir / name, tmp / name)
+                    links[name] = link_file(data_dir / name, tmp / name)
                 else:
                     write_subset(data_dir / name, tmp / name, rows)
         train_part = meta["splits"]["train"]
