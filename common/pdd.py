@@ -28,6 +28,11 @@ class StaleInputError(ValueError):
     """An input made from other data than the data dir holds now; the message names the command to re-run."""
 
 
+def made_from(meta: dict, data_fingerprint: str | None, n_train: int) -> bool:
+    """Whether a derived file recording this fingerprint and train row count was made from the data dir of meta."""
+    return data_fingerprint == meta["fingerprint"]["dataset"] and n_train == meta["counts"]["train"]
+
+
 def load_difficulty(data_dir: Path) -> tuple[np.ndarray, dict]:
     """Scores of X_train rows and their provenance, refused when they were computed on other data."""
     npy, info_path = data_dir / DIFFICULTY_NPY, data_dir / DIFFICULTY_JSON
@@ -36,7 +41,7 @@ def load_difficulty(data_dir: Path) -> tuple[np.ndarray, dict]:
     info = json.loads(info_path.read_text())
     meta = load_meta(data_dir)
     scores = np.load(npy)
-    if info.get("data_fingerprint") != meta["fingerprint"]["dataset"] or len(scores) != meta["counts"]["train"]:
+    if not made_from(meta, info.get("data_fingerprint"), len(scores)):
         raise StaleInputError(
             f"{npy} was computed on other data than {data_dir} holds now ({len(scores)} scores, "
             f"{meta['counts']['train']} train rows); re-run compute_difficulty.py --data_dir {data_dir}"
@@ -87,6 +92,12 @@ def class_balance(y: np.ndarray, rows: np.ndarray, classes: list[str]) -> dict[s
 def upper_edges(scores: np.ndarray, bucket: np.ndarray) -> list[float]:
     """Highest score of the easy and of the medium bucket: the thresholds a global split used."""
     return [float(scores[bucket == b].max()) if (bucket == b).any() else float("nan") for b in (0, 1)]
+
+
+def class_thresholds(scores: np.ndarray, bucket: np.ndarray, y: np.ndarray, classes: list[str]) -> dict:
+    """Per-class upper edges of the easy and medium buckets, for a split made within each record's class."""
+    groups = strata(y)
+    return {classes[g]: upper_edges(scores[groups == g], bucket[groups == g]) for g in np.unique(groups) if g >= 0}
 
 
 def split_summary(scores: np.ndarray, bucket: np.ndarray, y: np.ndarray, classes: list[str]) -> dict:
@@ -158,10 +169,7 @@ def split_difficulty(
         "fractions": [float(f) for f in fractions],
         "per_class": per_class,
         "thresholds": thresholds,
-        "class_thresholds": {
-            meta["classes"][g]: upper_edges(scores[strata(y) == g], bucket[strata(y) == g])
-            for g in np.unique(strata(y)) if g >= 0
-        } if per_class else None,
+        "class_thresholds": class_thresholds(scores, bucket, y, meta["classes"]) if per_class else None,
         "buckets": summary,
     }
     write_json_atomic(out_dir / SPLITS_JSON, result)
@@ -205,7 +213,7 @@ def check_splits_current(data_dir: Path, split_dir: Path) -> dict:
         raise FileNotFoundError(f"{path} not found; run pdd_split.py first")
     splits = json.loads(path.read_text())
     meta = load_meta(data_dir)
-    if splits["data_fingerprint"] != meta["fingerprint"]["dataset"] or splits["n_train"] != meta["counts"]["train"]:
+    if not made_from(meta, splits["data_fingerprint"], splits["n_train"]):
         raise StaleInputError(
             f"{path} was made from other data than {data_dir} holds now; re-run "
             f"compute_difficulty.py --data_dir {data_dir} and then pdd_split.py"
