@@ -8,7 +8,9 @@ A checkpoint (last.pt, best.pt) is a dict of tensors and plain Python values:
 """
 from __future__ import annotations
 
+import pickle
 import random
+import warnings
 import shutil
 from pathlib import Path
 
@@ -20,8 +22,15 @@ from common.datadir import atomic_file
 from common.model import build_model
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointError(ValueError):
+    """A file given as a checkpoint is missing, unreadable or not one of ours; the message names the file."""
+
+
+class CheckpointMismatchError(CheckpointError):
     """A checkpoint does not fit the data it is asked to continue on."""
+
+
+REQUIRED_KEYS = ("model", "model_hparams", "classes", "multilabel", "normalisation", "input_shape")
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
@@ -37,11 +46,27 @@ def copy_checkpoint(src: str | Path, dst: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint on CPU with weights_only=True (tensors and plain containers only, no code)."""
+    """Load a checkpoint on CPU with weights_only=True (tensors and plain containers only, no code); any file
+    that is not a complete checkpoint of this pipeline raises CheckpointError naming the file and the problem."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found; pass the last.pt or best.pt of a run dir")
-    return torch.load(path, map_location="cpu", weights_only=True)
+        raise CheckpointError(f"checkpoint {path} not found; pass the last.pt or best.pt of a run dir")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about foreign pickle protocols before failing on them
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = ("it refers to code (a pickled Python object), which is never loaded" if "GLOBAL" in str(e)
+                  else "it is not a torch checkpoint")
+        raise CheckpointError(f"{path} is not a usable checkpoint: {reason}") from None
+    except Exception:  # random bytes raise whatever the unpickler trips over first
+        raise CheckpointError(f"{path} is not a readable checkpoint: empty, truncated or not a torch file") from None
+    if not isinstance(ckpt, dict) or any(key not in ckpt for key in REQUIRED_KEYS):
+        what = "a bare state_dict" if isinstance(ckpt, dict) and all(isinstance(v, torch.Tensor)
+                                                                      for v in ckpt.values()) else "missing keys"
+        raise CheckpointError(f"{path} is not a checkpoint of this pipeline ({what}); pass the last.pt or best.pt "
+                              "that train_1d_baseline.py wrote")
+    return ckpt
 
 
 def check_compatible(ckpt: dict, classes: list[str], input_shape: dict) -> None:

@@ -12,6 +12,8 @@ from typing import IO, Iterator
 
 import numpy as np
 
+DEFAULT_DATA_DIR = Path("results/baseline")   # preprocess.py writes it, every later stage reads it
+DEFAULT_PDD_DIR = Path("results/pdd")
 SPLITS = ("train", "val", "test")
 META_NAME = "meta.json"
 ARRAY_NAMES = tuple(f"{kind}_{split}.npy" for split in SPLITS for kind in ("X", "y"))

@@ -32,7 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from common.augment import augment, normalise, random_windows, window_samples
-from common.checkpoint import (CheckpointMismatchError, check_compatible, copy_checkpoint, load_checkpoint,
+from common.checkpoint import (CheckpointError, check_compatible, copy_checkpoint, load_checkpoint,
                                restore_rng_state, rng_state, save_checkpoint)
 from common.datadir import SPLITS, load_meta, load_split, write_json_atomic
 from common.evaluate import predict
@@ -723,7 +723,7 @@ def main(cfg: TrainConfig) -> int:
     """train() for the command line: known failures become one message and an exit code, no traceback."""
     try:
         train(cfg)
-    except (ConfigError, CheckpointMismatchError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLossError as e:
