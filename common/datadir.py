@@ -26,7 +26,10 @@ def load_meta(data_dir: str | Path) -> dict:
         raise FileNotFoundError(
             f"{path} not found: {data_dir} is not a data dir; create one with preprocess.py"
         )
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); re-run preprocess.py for {data_dir}") from None
 
 
 def load_split(data_dir: str | Path, split: str, mmap: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -38,11 +41,19 @@ def load_split(data_dir: str | Path, split: str, mmap: bool = True) -> tuple[np.
     for path in (x_path, y_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found; re-run preprocess.py for {data_dir}")
-    X = np.load(x_path, mmap_mode="r" if mmap else None)
-    y = np.load(y_path)
+    X, y = (load_npy(x_path, "r" if mmap else None), load_npy(y_path))
     if len(X) != len(y):
         raise ValueError(f"{x_path} has {len(X)} rows but {y_path} has {len(y)}; re-run preprocess.py")
     return X, y
+
+
+def load_npy(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    """np.load with a message naming the file when it is truncated or not an .npy array."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{path} is not a readable .npy array (truncated or corrupt: {e}); "
+                         f"re-run the step that wrote it") from None
 
 
 def file_sha256(path: str | Path, chunk_bytes: int = 1 << 24) -> str:
