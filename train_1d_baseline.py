@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 
-from common.online_pdd import PDD_MODES
-from common.train import TrainConfig, main
+from common.cli import quiet_interrupts
+
+quiet_interrupts()  # before torch loads: Ctrl-C at start-up ends without a traceback
+
+from common.online_pdd import PDD_MODES  # noqa: E402
+from common.train import TrainConfig, main  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
@@ -46,7 +51,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                    help="mixed precision (auto: on for CUDA; bf16 where supported, else fp16 + GradScaler)")
     p.add_argument("--workers", type=int, default=d.workers, help="background threads preparing batches")
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: cores / processes)")
-    p.add_argument("--resume", default=d.resume, help="last.pt to continue (weights, optimizer, epoch, counters)")
+    p.add_argument("--resume", default=d.resume,
+                   help="last.pt to continue (weights, optimizer, epoch, counters); options not given here are the "
+                        "resumed run's own")
     p.add_argument("--init_from", default=d.init_from, help="checkpoint whose weights start a new run")
     p.add_argument("--stop_after_epoch", type=int, default=d.stop_after_epoch,
                    help="end this job after that epoch, resumable with --resume: splits a run across jobs")
@@ -64,7 +71,14 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                    help="smrd: run dir of a finished --pdd dbpd run on this data; its per-epoch counts are kept")
     p.add_argument("--revision_frac", type=float, default=d.revision_frac,
                    help="dbpd/srd/smrd: the last round(frac * epochs) epochs train on all records")
-    return TrainConfig(**vars(p.parse_args(argv)))
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --ckpt_dir (refused otherwise, unless resuming that run's last.pt)")
+    unset = object()  # argparse keeps attributes already on the namespace: those still unset were not given
+    names = [f.name for f in fields(TrainConfig) if f.name != "given"]
+    args = vars(p.parse_args(argv, namespace=argparse.Namespace(**dict.fromkeys(names, unset))))
+    given = sorted(name for name, value in args.items() if value is not unset)
+    return TrainConfig(**{name: getattr(d, name) if value is unset else value for name, value in args.items()},
+                       given=tuple(given))
 
 
 if __name__ == "__main__":

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
+from common.datadir import atomic_file
 from common.evaluate import per_record_loss
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_macro_auc", "lr", "samples_backpropagated", "seconds",
@@ -91,14 +91,11 @@ def summarise(probs: np.ndarray, y: np.ndarray, multilabel: bool, classes: list[
 
 
 def write_history_csv(path: str | Path, rows: list[dict]) -> None:
-    """Write all epoch rows to history.csv through a temporary file, so the file is always complete."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+    """Write all epoch rows to history.csv atomically, so the file is always complete."""
+    with atomic_file(path) as f:
+        writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def plot_history(path: str | Path, rows: list[dict]) -> None:
@@ -110,10 +107,10 @@ def plot_history(path: str | Path, rows: list[dict]) -> None:
 
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_auc, ax_lr) = plt.subplots(1, 3, figsize=(14, 4))
-    ax_loss.plot(epochs, [r["train_loss"] for r in rows], label="train")
-    ax_loss.plot(epochs, [r["val_loss"] for r in rows], label="val")
-    ax_loss.set(title="loss", xlabel="epoch")
-    ax_loss.legend()
+    ax_loss.plot(epochs, [r["train_loss"] for r in rows], label="train: 1 random window/record, train mode")
+    ax_loss.plot(epochs, [r["val_loss"] for r in rows], label="val: whole record (sliding windows), eval mode")
+    ax_loss.set(title="loss (not comparable: measured differently)", xlabel="epoch")
+    ax_loss.legend(fontsize=8)
     ax_auc.plot(epochs, [r["val_macro_auc"] for r in rows], color="tab:green")
     ax_auc.set(title="validation macro ROC AUC", xlabel="epoch")
     ax_lr.plot(epochs, [r["lr"] for r in rows], color="tab:red")

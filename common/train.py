@@ -10,6 +10,7 @@ Runs unchanged under torchrun (DistributedDataParallel; rank 0 evaluates and wri
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import math
 import os
 import random
@@ -76,6 +77,9 @@ class TrainConfig:
     pdd_gamma: float = 0.9                # srd: epoch e (from 0) takes ceil(gamma^e * N) random rows
     pdd_match: str | None = None          # smrd: run dir of a finished dbpd run whose per-epoch counts it takes
     revision_frac: float = 0.2            # dbpd/srd/smrd: the last round(frac * epochs) epochs use all rows
+    overwrite: bool = False               # replace the run in ckpt_dir (refused otherwise, unless resuming it)
+    given: tuple[str, ...] | None = None  # options set on the command line: on --resume every other option in
+                                          # INHERITED comes from the resumed run; None (API use): all are given
 
 
 class ConfigError(ValueError):
@@ -107,6 +111,8 @@ class TrainState:
     train_seconds: float = 0.0            # of elapsed_seconds, the time spent back-propagating
     best_score: float = float("-inf")     # best validation macro AUC written to best.pt in this run dir
     best_epoch: int = 0
+    stopped_early: bool = False           # --patience ended the epochs; only the report may be left to write
+    partition: tuple[int, int] = (0, 1)   # batch size and processes the unfinished epoch was cut into batches by
     history: list[dict] = field(default_factory=list)
 
 
@@ -145,9 +151,14 @@ class Data:
     norm: dict
     fingerprint: dict
     input_shape: dict                     # leads, length, fs, window (samples)
+    full_train: int                       # train records of the data dir a PDD stage was cut from (else its own)
 
 
 PDD_OPTIONS = ("pdd", "pdd_threshold", "pdd_gamma", "pdd_match", "revision_frac")
+INHERITED = ("batch_size", "lr", "weight_decay", "window_seconds", "augment", "patience", "dropout", "seed", "amp",
+             *PDD_OPTIONS)
+DEFAULT_EPOCHS = 30
+RUN_FILES = ("last.pt", "best.pt", "history.csv", "metrics.json", "training_curves.png")
 REQUIRED_META = ("classes", "multilabel", "fs", "length", "leads", "normalisation", "fingerprint")
 
 
@@ -155,16 +166,13 @@ def check_config(cfg: TrainConfig) -> None:
     """Reject impossible options before any data is read, naming every problem at once."""
     problems = [f"--{name} must be >= {low}, got {getattr(cfg, name)}"
                 for name, low in (("epochs", 1), ("batch_size", 1), ("width", 1), ("stages", 1), ("blocks", 1),
-                                  ("kernel_size", 1), ("patience", 0), ("workers", 0), ("threads", 0))
-                if getattr(cfg, name) < low]
+                                  ("kernel_size", 1), ("patience", 0), ("workers", 0), ("threads", 0),
+                                  ("schedule_epochs", 1), ("stop_after_epoch", 1))
+                if getattr(cfg, name) is not None and getattr(cfg, name) < low]
     problems += [f"--{name} must be > 0, got {getattr(cfg, name)}"
                  for name in ("lr", "window_seconds") if not getattr(cfg, name) > 0]
     if cfg.weight_decay < 0 or not 0 <= cfg.dropout < 1:
         problems.append("--weight_decay must be >= 0 and --dropout in [0, 1)")
-    if cfg.schedule_epochs is not None and cfg.schedule_epochs < 1:
-        problems.append(f"--schedule_epochs must be >= 1, got {cfg.schedule_epochs}")
-    if cfg.stop_after_epoch is not None and not 1 <= cfg.stop_after_epoch <= cfg.epochs:
-        problems.append(f"--stop_after_epoch must be between 1 and --epochs {cfg.epochs}, got {cfg.stop_after_epoch}")
     problems += [f"--{name} {path} is not a file; pass the last.pt or best.pt of a run dir"
                  for name, path in (("resume", cfg.resume), ("init_from", cfg.init_from))
                  if path and not Path(path).is_file()]
@@ -201,7 +209,10 @@ def load_data(data_dir: str | Path, window_seconds: float, processes_per_node: i
     """Load and check a data dir; the train array is read into RAM when it fits, else kept memory-mapped."""
     if not Path(data_dir).is_dir():
         raise ConfigError(f"--data_dir {data_dir} does not exist; create it with preprocess.py or fix the path")
-    meta = load_meta(data_dir)
+    try:
+        meta = load_meta(data_dir)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     missing = [key for key in REQUIRED_META if key not in meta]
     if missing:
         raise ConfigError(f"{data_dir}/meta.json lacks {missing}; re-run preprocess.py")
@@ -223,6 +234,10 @@ def load_data(data_dir: str | Path, window_seconds: float, processes_per_node: i
         except ValueError as e:
             raise ConfigError(str(e)) from e
         check_split(split, X[split], y[split], n_leads, length, len(classes), bool(meta["multilabel"]))
+        bad = first_non_finite(X[split])
+        if bad is not None:
+            raise ConfigError(f"X_{split}.npy in {data_dir} has NaN/Inf values (first in row {bad}); repair or drop "
+                              "those records and re-run preprocess.py")
         y[split] = y[split].astype(np.float32 if meta["multilabel"] else np.int64)
     targets = one_hot(y["val"], len(classes), bool(meta["multilabel"])).sum(axis=0)
     if not np.any((targets > 0) & (targets < len(y["val"]))):
@@ -232,7 +247,30 @@ def load_data(data_dir: str | Path, window_seconds: float, processes_per_node: i
         X["train"] = np.array(X["train"])
     return Data(X=X, y=y, classes=classes, multilabel=bool(meta["multilabel"]), task=str(meta.get("task", "")),
                 norm=norm, fingerprint=meta["fingerprint"],
-                input_shape={"leads": n_leads, "length": length, "fs": fs, "window": window})
+                input_shape={"leads": n_leads, "length": length, "fs": fs, "window": window},
+                full_train=source_train_records(meta, len(X["train"])))
+
+
+def first_non_finite(X: np.ndarray, chunk_bytes: int = 1 << 26) -> int | None:
+    """Index of the first record holding NaN/Inf, else None; reads a memory map in bounded chunks."""
+    rows = max(1, chunk_bytes // max(X[0].nbytes, 1))
+    for first in range(0, len(X), rows):
+        finite = np.isfinite(X[first:first + rows]).reshape(min(rows, len(X) - first), -1).all(axis=1)
+        if not finite.all():
+            return first + int(np.argmin(finite))
+    return None
+
+
+def source_train_records(meta: dict, n_train: int) -> int:
+    """Train records of the data dir a PDD stage was cut from (the unit of effective epochs), read from that dir's
+    meta.json when it is still there and unchanged; else n_train, this dir's own."""
+    stage = meta.get("pdd", {})
+    source = Path(stage.get("source_data_dir", "")) / "meta.json"
+    if stage.get("source_fingerprint") and source.is_file():
+        with contextlib.suppress(ValueError, KeyError, OSError):
+            if load_meta(source.parent)["fingerprint"]["dataset"] == stage["source_fingerprint"]:
+                return len(load_split(source.parent, "train")[1])
+    return n_train
 
 
 def check_split(split: str, X: np.ndarray, y: np.ndarray, n_leads: int, length: int, n_classes: int,
@@ -454,7 +492,6 @@ class Run:
     scaler: torch.amp.GradScaler          # enabled for fp16 autocast only
     amp_dtype: torch.dtype | None
     hparams: dict
-    schedule_epochs: int
     plan: Plan                            # online PDD: the rows of each epoch
     state: TrainState
     source: str | None                    # the checkpoint it started from, if any
@@ -477,7 +514,7 @@ class Run:
             "model": unwrap(self.model).state_dict(), "model_hparams": self.hparams,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "state": asdict(self.state), "rng": rng_state(), "schedule_epochs": self.schedule_epochs,
+            "state": asdict(self.state), "rng": rng_state(), "schedule_epochs": self.cfg.schedule_epochs,
             "classes": self.data.classes, "task": self.data.task, "multilabel": self.data.multilabel,
             "normalisation": self.data.norm, "input_shape": self.data.input_shape,
             "data_dir": str(self.cfg.data_dir), "data_fingerprint": self.data.fingerprint,
@@ -485,15 +522,19 @@ class Run:
         }
 
 
-def start_run(cfg: TrainConfig, data: Data, dist: Dist, log: Callable[..., None]) -> Run:
+def seed_process(seed: int, rank: int) -> None:
+    """Seed python, numpy and torch's global generators (dropout draws from torch's) per (seed, rank), so that
+    processes of a torchrun job draw different dropout masks."""
+    state = np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0]
+    random.seed(int(state))
+    np.random.seed(int(state % 2**32))
+    torch.manual_seed(int(state))
+
+
+def start_run(cfg: TrainConfig, ckpt: dict | None, data: Data, dist: Dist, log: Callable[..., None]) -> Run:
     """A new run (weights from --init_from if given), or the --resume checkpoint's run continued."""
     source = cfg.resume or cfg.init_from
-    ckpt = load_checkpoint(source) if source else None
-    if ckpt is not None:
-        check_compatible(ckpt, data.classes, data.input_shape)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same initial weights in every process
     hparams = dict(n_leads=data.input_shape["leads"], n_classes=len(data.classes), width=cfg.width,
                    stages=cfg.stages, blocks=cfg.blocks, kernel_size=cfg.kernel_size, dropout=cfg.dropout)
     if ckpt is not None and ckpt["model_hparams"] != hparams:
@@ -503,12 +544,13 @@ def start_run(cfg: TrainConfig, data: Data, dist: Dist, log: Callable[..., None]
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     model.to(dist.device)
+    seed_process(cfg.seed, dist.rank)
     amp_dtype = amp_dtype_for(cfg.amp, dist.device)
     run = Run(cfg=cfg, data=data, dist=dist, model=model,
               optimizer=torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay),
               scaler=torch.amp.GradScaler(dist.device.type, enabled=amp_dtype == torch.float16),
-              amp_dtype=amp_dtype, hparams=hparams, schedule_epochs=cfg.schedule_epochs or cfg.epochs,
-              plan=pdd_plan(cfg, len(data.X["train"])), state=TrainState(), source=source)
+              amp_dtype=amp_dtype, hparams=hparams, plan=pdd_plan(cfg, len(data.X["train"])), state=TrainState(),
+              source=source)
     if cfg.resume:
         continue_run(run, ckpt, log)
     if dist.world_size > 1:
@@ -528,32 +570,45 @@ def pdd_plan(cfg: TrainConfig, n_train: int) -> Plan:
 
 
 def continue_run(run: Run, ckpt: dict, log: Callable[..., None]) -> None:
-    """Restore optimizer, scaler, counters, RNG and schedule from a last.pt, possibly of other data."""
-    cfg = run.cfg
+    """Restore optimizer, scaler, counters and RNG from a last.pt, possibly of another run dir or other data."""
+    cfg, dist = run.cfg, run.dist
     run.optimizer.load_state_dict(ckpt["optimizer"])
     for group in run.optimizer.param_groups:
         group["weight_decay"] = cfg.weight_decay
     if ckpt["scaler"] is not None and run.scaler.is_enabled():
         run.scaler.load_state_dict(ckpt["scaler"])
-    run.state = TrainState(**ckpt["state"])
-    run.elapsed_before = run.state.elapsed_seconds
-    run.schedule_epochs = cfg.schedule_epochs or ckpt["schedule_epochs"]
-    restore_rng_state(ckpt["rng"])
-    before = {name: ckpt["config"].get(name, getattr(TrainConfig, name)) for name in PDD_OPTIONS}
-    changed = [f"--{name} {before[name]} -> {getattr(cfg, name)}" for name in PDD_OPTIONS
-               if before[name] != getattr(cfg, name)]
+    run.state = state = TrainState(**{**ckpt["state"], "partition": tuple(ckpt["state"].get("partition", (0, 1)))})
+    run.elapsed_before = state.elapsed_seconds
+    if dist.world_size == 1:
+        restore_rng_state(ckpt["rng"])
+    else:  # one saved state cannot serve every rank: draw afresh, per rank, from where the run stands
+        seed_process(cfg.seed + 1_000_003 * (state.epoch + 1) + state.batches_done, dist.rank)
+    changed = [f"--{name} {ckpt['config'][name]} -> {getattr(cfg, name)}" for name in INHERITED
+               if name in ckpt["config"] and ckpt["config"][name] != getattr(cfg, name)]
     if changed:
-        log(f"online PDD options differ from {cfg.resume}'s: {', '.join(changed)}")
-    if run.state.epoch >= cfg.epochs:
-        raise ConfigError(f"{cfg.resume} already finished epoch {run.state.epoch}; pass --epochs above "
-                          f"{run.state.epoch} to continue it")
+        log(f"options changed from {cfg.resume}'s run: {', '.join(changed)}")
+    same_dir = Path(cfg.resume).resolve().parent == Path(cfg.ckpt_dir).resolve()
+    if not same_dir:  # a new run dir (next PDD stage): its own best.pt and patience
+        state.best_score, state.best_epoch, state.stopped_early = float("-inf"), 0, False
+    if state.epoch >= cfg.epochs or state.stopped_early:
+        if same_dir and not (Path(cfg.ckpt_dir) / "metrics.json").is_file():
+            log(f"{cfg.resume}: training finished at epoch {state.epoch} but the run has no metrics.json "
+                "(interrupted during the final evaluation); writing the report")
+            return
+        why = "stopped early by --patience" if state.stopped_early else "finished its epochs"
+        raise ConfigError(f"{cfg.resume} already {why} (epoch {state.epoch}); pass --epochs above {state.epoch} "
+                          "to train it further, or start a new run")
     if ckpt["data_fingerprint"] != run.data.fingerprint:
+        unfinished = "; its unfinished epoch restarts" if state.batches_done else ""
         log(f"resuming on different data: {ckpt['data_dir']} (dataset fingerprint "
             f"{ckpt['data_fingerprint'].get('dataset', '?')[:12]}) -> {cfg.data_dir} "
-            f"({run.data.fingerprint.get('dataset', '?')[:12]}); an unfinished epoch restarts")
-        run.state.batches_done, run.state.epoch_loss_sum, run.state.epoch_samples = 0, 0.0, 0
-    if Path(cfg.resume).resolve().parent != Path(cfg.ckpt_dir).resolve():  # a new run dir (next PDD stage)
-        run.state.best_score, run.state.best_epoch = float("-inf"), 0
+            f"({run.data.fingerprint.get('dataset', '?')[:12]}){unfinished}")
+        state.batches_done, state.epoch_loss_sum, state.epoch_samples = 0, 0.0, 0
+    if state.batches_done and tuple(state.partition) != (cfg.batch_size, dist.world_size):
+        size, processes = state.partition
+        raise ConfigError(f"{cfg.resume} stopped in the middle of epoch {state.epoch + 1}, after {state.batches_done} "
+                          f"batches of {size} records on {processes} process(es); its remaining records are known "
+                          f"only for that partition: resume with --batch_size {size} on {processes} process(es)")
 
 
 def fit_epoch(run: Run, epoch: int, maker: BatchMaker, stop: StopFlag) -> dict:
@@ -566,8 +621,9 @@ def fit_epoch(run: Run, epoch: int, maker: BatchMaker, stop: StopFlag) -> dict:
     sizes = [len(batch) for batch in batches]
 
     def lr_at(b: int) -> float:
-        return one_cycle_lr((epoch + b / max(len(batches), 1)) / run.schedule_epochs, cfg.lr)
+        return one_cycle_lr((epoch + b / max(len(batches), 1)) / cfg.schedule_epochs, cfg.lr)
 
+    state.partition = (cfg.batch_size, run.dist.world_size)
     started = time.time()
     with tqdm(total=sum(sizes), initial=sum(sizes[:state.batches_done]), unit="sample", leave=False,
               desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (run.dist.is_main and sys.stderr.isatty())) as bar:
@@ -611,74 +667,136 @@ def end_epoch(run: Run, stats: dict, started: float, log: Callable[..., None]) -
         f"{row['epoch_seconds']:.0f}s{kept}" + (" *best" if improved else ""))
 
 
-DEFAULT_EPOCHS = 30
-
-
-def planned_epochs(cfg: TrainConfig) -> TrainConfig:
-    """Fill --epochs/--schedule_epochs left unset: from a PDD stage dir's plan (meta.json "pdd", written by
-    pdd_folder_generator.py --stage_epochs), so the plain stage commands train each stage its share of one
-    schedule; otherwise 30 epochs."""
+def resolve_config(cfg: TrainConfig, ckpt: dict | None) -> TrainConfig:
+    """Fill what the command line left open. On --resume, options not given come from the resumed run, so it
+    continues as it was. --epochs: given, else a PDD stage dir's plan (meta.json "pdd", written by
+    pdd_folder_generator.py), else the resumed run's, else 30. The one-cycle length: --schedule_epochs, else the
+    stage plan's, else the resumed run's, else --epochs; a schedule shorter than the epochs is refused."""
+    resumed = ckpt if cfg.resume and ckpt is not None else None
+    if resumed is not None and cfg.given is not None:
+        before = resumed["config"]
+        cfg = replace(cfg, **{name: before[name] for name in INHERITED if name not in cfg.given and name in before})
     meta_path = Path(cfg.data_dir) / "meta.json"
     plan = load_meta(cfg.data_dir).get("pdd", {}) if meta_path.is_file() else {}
-    epochs = cfg.epochs or plan.get("train_until_epoch", DEFAULT_EPOCHS)
-    schedule = cfg.schedule_epochs or (plan.get("schedule_epochs") if cfg.epochs is None else None)
+    epochs = next(e for e in (cfg.epochs, plan.get("train_until_epoch"),
+                              resumed and resumed["config"].get("epochs"), DEFAULT_EPOCHS) if e is not None)
+    sources = ((cfg.schedule_epochs, "--schedule_epochs"), (plan.get("schedule_epochs"), f"{meta_path}'s PDD plan"),
+               (resumed and resumed["schedule_epochs"], f"{cfg.resume}'s run"), (epochs, "--epochs"))
+    schedule, source = next((value, name) for value, name in sources if value is not None)
+    if epochs > schedule:
+        raise ConfigError(f"--epochs {epochs} runs past the {schedule}-epoch one-cycle schedule of {source}, "
+                          f"where the learning rate stays at its floor ({cfg.lr / 1e4:.1e}); pass --schedule_epochs "
+                          f"{epochs} (or more) to stretch the schedule, or --epochs {schedule} or fewer")
+    if cfg.stop_after_epoch is not None and cfg.stop_after_epoch > epochs:
+        raise ConfigError(f"--stop_after_epoch {cfg.stop_after_epoch} is after the run's last epoch {epochs}")
     return replace(cfg, epochs=epochs, schedule_epochs=schedule)
 
 
 def train(cfg: TrainConfig) -> dict | None:
     """Run (or continue) training as configured; returns metrics.json's content on rank 0, else None
     (other ranks, or a job ended early by --stop_after_epoch)."""
-    cfg = planned_epochs(cfg)
     check_config(cfg)
+    source = cfg.resume or cfg.init_from
+    ckpt = load_checkpoint(source) if source else None
+    cfg = resolve_config(cfg, ckpt)
     dist = init_distributed(cfg.device)
     try:
-        return _train(cfg, dist)
+        return _train(cfg, ckpt, dist)
     finally:
         if dist.world_size > 1:
             torch_dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, dist: Dist) -> dict | None:
+def claim_run_dir(cfg: TrainConfig) -> int:
+    """Create ckpt_dir and lock it (flock) for this run's lifetime (the lock goes with the process, even on kill -9);
+    refuse a dir holding another run unless --overwrite (its files are then removed) or resuming its own last.pt.
+    Returns the lock's file descriptor."""
+    ckpt_dir = Path(cfg.ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(ckpt_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"another training run is using {ckpt_dir}; wait for it to end or choose another "
+                              "--ckpt_dir") from None
+        existing = [name for name in RUN_FILES if (ckpt_dir / name).exists()]
+        continuing = cfg.resume and Path(cfg.resume).resolve().parent == ckpt_dir.resolve()
+        if existing and not continuing:
+            if not cfg.overwrite:
+                raise ConfigError(f"{ckpt_dir} holds another run ({', '.join(existing)}); continue it with --resume "
+                                  f"{ckpt_dir / 'last.pt'}, choose another --ckpt_dir, or pass --overwrite to replace it")
+            for name in existing:
+                (ckpt_dir / name).unlink()
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _train(cfg: TrainConfig, ckpt: dict | None, dist: Dist) -> dict | None:
     log = partial(print, flush=True) if dist.is_main else (lambda *args, **kwargs: None)
     processes_per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     torch.set_num_threads(cfg.threads or max(1, len(os.sched_getaffinity(0)) // processes_per_node))
     torch.set_flush_denormal(True)  # denormal floats made some CPU batches 10-20x slower
     data = load_data(cfg.data_dir, cfg.window_seconds, processes_per_node)
-    Path(cfg.ckpt_dir).mkdir(parents=True, exist_ok=True)
-    run = start_run(cfg, data, dist, log)
+    if ckpt is not None:
+        check_compatible(ckpt, data.classes, data.input_shape)
+    lock, refused = None, None
+    if dist.is_main:
+        try:
+            lock = claim_run_dir(cfg)
+        except ConfigError as e:
+            refused = e
+    if dist.agree([int(refused is not None)])[0]:
+        raise refused or ConfigError(f"rank 0 could not claim {cfg.ckpt_dir}")
+    try:
+        return train_and_report(cfg, ckpt, data, dist, log)
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+def train_and_report(cfg: TrainConfig, ckpt: dict | None, data: Data, dist: Dist,
+                     log: Callable[..., None]) -> dict | None:
+    """The epoch loop, then the final report; the run dir is claimed."""
+    run = start_run(cfg, ckpt, data, dist, log)
     state, last = run.state, Path(cfg.ckpt_dir) / "last.pt"
     log(f"data {cfg.data_dir}: {len(data.X['train'])} train / {len(data.X['val'])} val / {len(data.X['test'])} test"
         f" records, {'multi' if data.multilabel else 'single'}-label {data.classes}, {data.input_shape}")
     log(f"model {count_parameters(run.model):,} params {run.hparams}; {dist.device} x{dist.world_size}, "
         f"{torch.get_num_threads()} threads, amp {run.amp_dtype}; epochs {state.epoch + 1}..{cfg.epochs} of a "
-        f"{run.schedule_epochs}-epoch one-cycle, batch {cfg.batch_size}, lr {cfg.lr:g}, augment {cfg.augment}"
+        f"{cfg.schedule_epochs}-epoch one-cycle, batch {cfg.batch_size}, lr {cfg.lr:g}, augment {cfg.augment}"
         + (f", from {run.source}" if run.source else ""))
     maker = BatchMaker(data.X["train"], data.y["train"], data.norm, data.input_shape["window"],
                        data.input_shape["fs"], cfg.augment, cfg.seed, dist.rank, dist.device)
+    resume_hint = (f"continue with: python train_1d_baseline.py --data_dir {cfg.data_dir} --ckpt_dir {cfg.ckpt_dir} "
+                   f"--resume {last} --epochs {cfg.epochs}")
     with stop_on_signals() as stop:
         try:
-            for epoch in range(state.epoch, cfg.epochs):
+            while state.epoch < cfg.epochs and not state.stopped_early:
                 started = time.time()
-                stats = fit_epoch(run, epoch, maker, stop)
+                stats = fit_epoch(run, state.epoch, maker, stop)
                 if dist.is_main:
                     end_epoch(run, stats, started, log)
                 stale = int(dist.is_main and cfg.patience > 0 and state.epoch - state.best_epoch >= cfg.patience)
                 stale, signum = dist.agree([stale, stop.signum])
-                if signum:
-                    raise TrainingInterrupted(signum)
                 if stale:
                     log(f"no better val macro AUC for {cfg.patience} epochs: stopping early")
-                    break
-                if cfg.stop_after_epoch is not None and cfg.stop_after_epoch <= state.epoch < cfg.epochs:
-                    log(f"stopped after epoch {state.epoch} as asked; continue with --resume {last} --epochs "
-                        f"{cfg.epochs}")
+                    state.stopped_early = True
+                    if dist.is_main:
+                        save_checkpoint(run.checkpoint(), last)
+                if signum:
+                    raise TrainingInterrupted(signum)
+                if cfg.stop_after_epoch is not None and cfg.stop_after_epoch <= state.epoch < cfg.epochs \
+                        and not state.stopped_early:
+                    log(f"stopped after epoch {state.epoch} as asked; {resume_hint}")
                     dist.barrier()
                     return None
         except TrainingInterrupted:
             if dist.is_main:
                 save_checkpoint(run.checkpoint(), last)
-                log(f"\ninterrupted: saved {last} (epoch {state.epoch}, +{state.batches_done} batches); "
-                    f"continue with --resume {last}")
+                log(f"\ninterrupted: saved {last} (epoch {state.epoch}, +{state.batches_done} batches); {resume_hint}")
             dist.barrier()
             raise
     report = None
@@ -703,7 +821,7 @@ def final_report(run: Run) -> dict:
         "best_epoch": state.best_epoch, "epochs": state.epoch,
         "samples_backpropagated": state.samples_backpropagated,
         "samples_backpropagated_at_best": best_row["samples_backpropagated"],
-        "effective_epochs": state.samples_backpropagated / len(data.X["train"]),
+        "effective_epochs": state.samples_backpropagated / data.full_train,
         "scoring_forward_samples": state.scoring_forward_samples,
         "pdd": {**asdict(run.plan), "match": cfg.pdd_match, "revision_frac": cfg.revision_frac},
         "wall_seconds": round(run.elapsed(), 1), "train_seconds": round(state.train_seconds, 1),

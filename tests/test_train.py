@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import signal
 import socket
 import subprocess
@@ -13,13 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+import common.train
 from common.augment import augment, random_windows, sliding_window_starts
 from common.checkpoint import CheckpointMismatchError, load_checkpoint, load_model
 from common.evaluate import per_record_loss, predict
 from common.metrics import summarise, tune_thresholds
 from common.model import build_model, count_parameters
-from common.train import TrainConfig, main, one_cycle_lr, train
+from common.train import NonFiniteLossError, TrainConfig, main, one_cycle_lr, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "train_1d_baseline.py"
@@ -171,23 +174,40 @@ def test_mismatched_checkpoint_is_refused_naming_classes_and_shape(tiny_data_dir
     other = tiny_make_data_dir("other", n_classes=4, length=240)
     for option in ("resume", "init_from"):
         with pytest.raises(CheckpointMismatchError) as error:
-            train(tiny_config(other, tmp_path / "new", **{option: last}))
+            train(tiny_config(other, tmp_path / "new", schedule_epochs=3, **{option: last}))
         assert "classes: checkpoint ['C0', 'C1', 'C2'], data ['C0', 'C1', 'C2', 'C3']" in str(error.value)
         assert "length: checkpoint 200, data 240" in str(error.value)
+        assert not (tmp_path / "new").exists()
     report = train(tiny_config(tiny_data_dir, tmp_path / "init", epochs=1, init_from=last))
     assert report["epochs"] == 1 and report["samples_backpropagated"] == 96
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data_dir: Path, tiny_make_data_dir,
-                                                               tmp_path: Path) -> None:
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data_dir: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     run = tmp_path / "run"
     train(tiny_config(tiny_data_dir, run, stop_after_epoch=1))
     good = (run / "last.pt").read_bytes()
-    broken = tiny_make_data_dir("broken", inf_in_train=True)
-    result = run_script("--data_dir", broken, "--ckpt_dir", run, "--epochs", 3, "--resume", run / "last.pt",
-                        *TINY_FLAGS)
-    assert result.returncode == 3 and "NaN/Inf" in result.stderr
+    calls = []
+
+    def nan_on_third_batch(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.Tensor:
+        calls.append(1)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+        return loss * math.nan if len(calls) == 3 else loss
+
+    monkeypatch.setattr(common.train, "loss_fn", nan_on_third_batch)
+    with pytest.raises(NonFiniteLossError, match="epoch 2, batch 3"):
+        train(tiny_config(tiny_data_dir, run, resume=str(run / "last.pt")))
     assert (run / "last.pt").read_bytes() == good
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_non_finite_values_in_any_split_are_refused_at_load(tiny_data_dir: Path, tmp_path: Path, split: str,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    X = np.load(tiny_data_dir / f"X_{split}.npy")
+    X[5, 3, 17] = np.nan
+    np.save(tiny_data_dir / f"X_{split}.npy", X)
+    assert main(tiny_config(tiny_data_dir, tmp_path / "run")) == 2
+    assert f"X_{split}.npy" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
 def test_bad_inputs_fail_early_naming_the_fix(tiny_data_dir: Path, tmp_path: Path, capsys) -> None:
@@ -249,3 +269,18 @@ def test_ddp_with_two_cpu_processes_writes_the_run_dir_once(tiny_data_dir: Path,
     assert {p.name for p in run.iterdir()} == RUN_FILES
     assert [int(r["samples_backpropagated"]) for r in read_history(run)] == [96, 192]
     assert json.loads((run / "metrics.json").read_text())["test"]["macro_auc"] is not None
+
+
+@pytest.mark.parametrize("options", [dict(amp="on"), dict(workers=2)], ids=["amp-bf16-on-cpu", "workers-2"])
+def test_amp_and_worker_threads_train_and_resume_exactly(tiny_data_dir: Path, tmp_path: Path, options: dict) -> None:
+    whole = train(tiny_config(tiny_data_dir, tmp_path / "whole", augment=True, **options))
+    assert train(tiny_config(tiny_data_dir, tmp_path / "split", augment=True, stop_after_epoch=1, **options)) is None
+    train(tiny_config(tiny_data_dir, tmp_path / "split", augment=True, resume=str(tmp_path / "split" / "last.pt"),
+                      **options))
+    assert_same_training_state(load_checkpoint(tmp_path / "whole" / "last.pt"),
+                               load_checkpoint(tmp_path / "split" / "last.pt"))
+    train(tiny_config(tiny_data_dir, tmp_path / "plain", augment=True))
+    weights, plain = (load_checkpoint(tmp_path / run / "last.pt")["model"] for run in ("whole", "plain"))
+    same_as_plain = all(torch.equal(tensor, plain[name]) for name, tensor in weights.items())
+    assert same_as_plain == ("workers" in options)  # threads change nothing; bf16 autocast changes the arithmetic
+    assert whole["val"]["macro_auc"] > 0.8
