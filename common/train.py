@@ -696,6 +696,7 @@ def train(cfg: TrainConfig) -> dict | None:
     """Run (or continue) training as configured; returns metrics.json's content on rank 0, else None
     (other ranks, or a job ended early by --stop_after_epoch)."""
     check_config(cfg)
+    cfg = continue_if_interrupted(cfg)
     source = cfg.resume or cfg.init_from
     ckpt = load_checkpoint(source) if source else None
     cfg = resolve_config(cfg, ckpt)
@@ -705,6 +706,28 @@ def train(cfg: TrainConfig) -> dict | None:
     finally:
         if dist.world_size > 1:
             torch_dist.destroy_process_group()
+
+
+NOT_THE_RUN = ("resume", "init_from", "given", "stop_after_epoch", "overwrite", "device", "workers", "threads")
+
+
+def continue_if_interrupted(cfg: TrainConfig) -> TrainConfig:
+    """The same command again after its run was killed continues that run: when ckpt_dir holds a last.pt without
+    metrics.json whose options are this command's, resume it (anything else in ckpt_dir is refused later)."""
+    last = Path(cfg.ckpt_dir) / "last.pt"
+    if cfg.overwrite or not last.is_file() or (last.parent / "metrics.json").exists() \
+            or (cfg.resume and Path(cfg.resume).resolve() == last.resolve()):
+        return cfg
+    try:
+        ckpt = load_checkpoint(last)
+    except CheckpointError:
+        return cfg
+    wanted = asdict(resolve_config(replace(cfg, resume=None, init_from=None), None))
+    if any(ckpt["config"].get(name) != value for name, value in wanted.items() if name not in NOT_THE_RUN):
+        return cfg
+    print(f"{cfg.ckpt_dir} holds this command's interrupted run (epoch {ckpt['state']['epoch']}): continuing it "
+          "(pass --overwrite to start afresh)", flush=True)
+    return replace(cfg, resume=str(last), init_from=None, given=None)
 
 
 def claim_run_dir(cfg: TrainConfig) -> int:
@@ -728,6 +751,9 @@ def claim_run_dir(cfg: TrainConfig) -> int:
                                   f"{ckpt_dir / 'last.pt'}, choose another --ckpt_dir, or pass --overwrite to replace it")
             for name in existing:
                 (ckpt_dir / name).unlink()
+        for name in RUN_FILES:  # temporary files of a run killed while writing (atomic_file's names)
+            for stale in ckpt_dir.glob(f".{name}.*.tmp"):
+                stale.unlink()
     except BaseException:
         os.close(fd)
         raise

@@ -212,3 +212,30 @@ def test_ctrl_c_at_start_up_ends_without_a_traceback(tiny_data_dir: Path, tmp_pa
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGINT and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("kill_at", ["start-up", "first checkpoint", "third checkpoint"])
+def test_kill_9_then_the_same_command_completes_the_run(tiny_data_dir: Path, tmp_path: Path, kill_at: str) -> None:
+    run, epochs = tmp_path / "run", 8
+    command = [sys.executable, "train_1d_baseline.py", "--data_dir", str(tiny_data_dir), "--ckpt_dir", str(run),
+               "--epochs", str(epochs), "--augment", *TINY_FLAGS]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    if kill_at == "start-up":
+        time.sleep(1.0)
+    else:
+        wanted = 1 if kill_at == "first checkpoint" else 3
+        while time.time() < deadline and not (
+                (run / "history.csv").is_file() and len((run / "history.csv").read_text().splitlines()) > wanted):
+            time.sleep(0.01)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL and not (run / "metrics.json").exists()
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    train(tiny_config(tiny_data_dir, tmp_path / "whole", epochs=epochs, augment=True))
+    whole, resumed = (load_checkpoint(d / "last.pt") for d in (tmp_path / "whole", run))
+    for name, tensor in whole["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+    assert [r["epoch"] for r in resumed["state"]["history"]] == list(range(1, epochs + 1))
+    assert (run / "metrics.json").is_file() and not list(run.glob(".*"))
