@@ -1,11 +1,11 @@
-"""Write a seeded synthetic demo dataset in PTB-XL layout (no download); see common/synthetic.py."""
+"""Write a seeded synthetic demo dataset in PTB-XL layout (no download); see demo/dataset.py."""
 import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-from common.synthetic import generate_demo_dataset
+from demo.dataset import generate_demo_dataset
 
 
 def main(argv: list[str] | None = None) -> dict:

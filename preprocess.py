@@ -5,8 +5,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from common.build import PreprocessConfig, preprocess
-from common.ptbxl import PTBXL_TASKS
+from common.cli import quiet_interrupts
+
+quiet_interrupts()  # before numpy, pandas and scipy load: Ctrl-C at start-up ends without a traceback
+
+from common.preprocess import PreprocessConfig, preprocess  # noqa: E402
+from common.ptbxl import PTBXL_TASKS  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> PreprocessConfig:
@@ -19,7 +23,8 @@ def parse_args(argv: list[str] | None = None) -> PreprocessConfig:
     p.add_argument("--out_dir", type=Path, default=defaults.out_dir)
     p.add_argument("--task", choices=PTBXL_TASKS, default=defaults.task, help="PTB-XL label set")
     p.add_argument("--sampling_rate", type=int, choices=[100, 500], default=None,
-                   help="PTB-XL records to read: 100 (filename_lr) or 500 (filename_hr); default 100, or 500 when --length needs it")
+                   help="PTB-XL records to read: 100 (filename_lr) or 500 (filename_hr); "
+                        "default 100, or 500 when --fs or --length needs more and records500/ is there")
     p.add_argument("--fs", type=float, default=None, help="resample to this rate (Hz); default: the records' own")
     p.add_argument("--length", type=int, default=None, help="samples per record after centre-crop / zero-pad; default 10 s")
     p.add_argument("--bandpass", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None, help="band-pass filter in Hz")

@@ -19,7 +19,7 @@ import pandas as pd
 import wfdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common.build import PreprocessConfig, preprocess  # noqa: E402
+from common.preprocess import PreprocessConfig, preprocess  # noqa: E402
 
 
 def warm_cache(input_dir: Path, records: list[str]) -> None:

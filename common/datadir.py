@@ -5,6 +5,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -101,15 +102,57 @@ def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
         np.save(f, array)
 
 
+def _pid_running(pid: int) -> bool:
+    """True while a process with this id exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _remove(path: Path) -> None:
+    """Delete a folder tree, or a file or link."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def _remove_stale_staging(out_dir: Path) -> None:
+    """Clear what staged_output_dir runs killed before their clean-up left beside out_dir.
+
+    Only its own names are touched, and only when the process named in them is gone:
+    `.NAME.tmp-PID-*` (a half-built output) is removed; `.NAME.old-PID` (the previous output, moved
+    aside just before the new one was moved in) is put back when out_dir is missing, else removed.
+    """
+    own = re.compile(rf"\.{re.escape(out_dir.name)}\.(?:tmp-(\d+)-\w+|old-(\d+))")
+    for path in sorted(out_dir.parent.iterdir()):
+        match = own.fullmatch(path.name)
+        if match is None or _pid_running(int(match.group(1) or match.group(2))):
+            continue
+        if match.group(2) and not (out_dir.exists() or out_dir.is_symlink()):
+            os.replace(path, out_dir)
+        else:
+            _remove(path)
+
+
 @contextlib.contextmanager
 def staged_output_dir(out_dir: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of out_dir; on success it replaces out_dir, on error it is removed.
 
-    An interrupted or failed run therefore leaves the previous out_dir untouched.
+    An interrupted or failed run therefore leaves the previous out_dir untouched, and what a killed
+    run left behind is cleared by the next one (see _remove_stale_staging).
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    _remove_stale_staging(out_dir)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-{os.getpid()}-"))
     os.chmod(tmp, 0o755)
     try:
         yield tmp
@@ -117,9 +160,9 @@ def staged_output_dir(out_dir: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = None
-    if out_dir.exists():
+    if out_dir.exists() or out_dir.is_symlink():
         old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
         os.replace(out_dir, old)
     os.replace(tmp, out_dir)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)

@@ -15,7 +15,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -23,6 +22,7 @@ from common.checkpoint import check_compatible, load_checkpoint, load_model
 from common.datadir import atomic_file, load_meta, load_split, save_npy_atomic, write_json_atomic
 from common.evaluate import per_record_loss, predict
 from common.pdd import DIFFICULTY_JSON, DIFFICULTY_NPY, build_stage
+from common.splits import patient_folds
 from common.train import TrainConfig, train
 
 log = logging.getLogger("difficulty")
@@ -65,19 +65,6 @@ def predict_records(ckpt_path: Path, data_dir: Path, rows: np.ndarray | None, ba
         chunks.append(predict(model, X[part], ckpt["normalisation"], ckpt["multilabel"],
                               ckpt["input_shape"]["window"], batch_size=batch_size, device=device))
     return np.concatenate(chunks) if chunks else np.zeros((0, len(meta["classes"])), dtype=np.float32)
-
-
-def patient_folds(patient_ids: list, k: int, seed: int) -> np.ndarray:
-    """Fold per record, k folds of whole patients with near-equal record counts (largest patients placed first)."""
-    codes, groups = pd.factorize(pd.Series(patient_ids).astype(str))
-    sizes = np.bincount(codes, minlength=len(groups))
-    order = np.lexsort((np.random.default_rng(seed).random(len(groups)), -sizes))
-    fold_of_group = np.empty(len(groups), dtype=np.int64)
-    load = np.zeros(k)
-    for g in order:
-        fold_of_group[g] = int(np.argmin(load))
-        load[fold_of_group[g]] += sizes[g]
-    return fold_of_group[codes]
 
 
 def out_of_fold_probs(ckpt_path: Path, data_dir: Path, k: int, work_dir: Path, epochs: int | None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 PTBXL_TASKS = ("superdiagnostic", "subdiagnostic", "diagnostic", "form", "rhythm", "all")
@@ -19,28 +20,58 @@ PTBXL_COLUMNS = ("ecg_id", "patient_id", "scp_codes", "strat_fold", "filename_lr
 STATEMENT_COLUMNS = ("diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass")
 
 
-def read_csv_checked(path: Path, required: tuple[str, ...], what: str) -> pd.DataFrame:
-    """Read a CSV and fail with the missing column names when it lacks a required column."""
+def read_csv(path: Path, what: str, **options: object) -> pd.DataFrame:
+    """pd.read_csv, failing with one line that names the file when it is absent, not UTF-8, empty or not a CSV."""
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} not found")
-    table = pd.read_csv(path)
+    try:
+        return pd.read_csv(path, **options)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what} {path} is not UTF-8 text (byte {exc.start} of the file); save it as UTF-8") from None
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{what} {path} is empty: it needs a header line and one line per row") from None
+    except pd.errors.ParserError as exc:
+        raise ValueError(f"{what} {path} is not a readable CSV: {str(exc).strip()}") from None
+
+
+def read_csv_checked(path: Path, required: tuple[str, ...], what: str) -> pd.DataFrame:
+    """Read a CSV and fail with the missing column names when it lacks a required column, or with no rows."""
+    table = read_csv(path, what)
     missing = [c for c in required if c not in table.columns]
     if missing:
         raise ValueError(
             f"{what} {path} lacks the column(s) {', '.join(missing)}; "
             f"found: {', '.join(map(str, table.columns))}"
         )
+    if table.empty:
+        raise ValueError(f"{what} {path} has a header but no rows")
     return table
+
+
+def integer_column(table: pd.DataFrame, column: str, path: Path, allow_missing: bool = False) -> pd.Series:
+    """A column as nullable Int64; fail naming the file, line and value when an entry is not a whole number."""
+    values = pd.to_numeric(table[column], errors="coerce")
+    numbers = values.to_numpy(dtype="float64")
+    given = table[column].notna().to_numpy()
+    bad = (given & ~(np.isfinite(numbers) & (numbers == np.round(numbers)))) | (~given & (not allow_missing))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        found = repr(str(table[column].iloc[row])) if given[row] else "an empty cell"
+        raise ValueError(f"{path} row {row + 1}: column {column} must hold whole numbers, found {found}")
+    return values.astype("Int64")
 
 
 def is_ptbxl_table(path: Path) -> bool:
     """True when the CSV's header looks like PTB-XL's ptbxl_database.csv (it has scp_codes)."""
-    return "scp_codes" in pd.read_csv(path, nrows=0).columns
+    return "scp_codes" in read_csv(path, "labels CSV", nrows=0).columns
 
 
 def parse_scp_codes(text: str) -> dict[str, float]:
     """Parse PTB-XL's Python-literal scp_codes dict safely (never eval)."""
-    codes = ast.literal_eval(text)
+    try:
+        codes = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        codes = None
     if not isinstance(codes, dict):
         raise ValueError(f"scp_codes is not a dict literal: {text!r}")
     return codes
@@ -61,30 +92,41 @@ def code_to_classes(statements: pd.DataFrame, task: str) -> dict[str, str]:
     return {code: code for code in chosen.index}
 
 
-def ptbxl_records(database_csv: Path, task: str, sampling_rate: int) -> pd.DataFrame:
-    """Record table of PTB-XL for a task; filename_lr (100 Hz) or filename_hr (500 Hz)."""
-    database = read_csv_checked(database_csv, PTBXL_COLUMNS, "PTB-XL database CSV")
+def read_database(database_csv: Path) -> pd.DataFrame:
+    """PTB-XL's ptbxl_database.csv, checked for the columns the pipeline uses."""
+    return read_csv_checked(database_csv, PTBXL_COLUMNS, "PTB-XL database CSV")
+
+
+def ptbxl_records(database: pd.DataFrame, database_csv: Path, task: str, sampling_rate: int) -> pd.DataFrame:
+    """Record table of PTB-XL for a task; filename_lr (100 Hz) or filename_hr (500 Hz).
+
+    Every code in a record's scp_codes counts, whatever its likelihood value (0 included), as in the
+    PTB-XL benchmark (Strodthoff et al., 2021).
+    """
     statements_csv = database_csv.parent / "scp_statements.csv"
     if not statements_csv.is_file():
         raise FileNotFoundError(
             f"{statements_csv} not found; PTB-XL's scp_statements.csv must sit beside {database_csv.name}"
         )
-    statements = pd.read_csv(statements_csv, index_col=0)
+    statements = read_csv(statements_csv, "PTB-XL statements CSV", index_col=0)
     missing = [c for c in STATEMENT_COLUMNS if c not in statements.columns]
     if missing:
         raise ValueError(f"{statements_csv} lacks the column(s) {', '.join(missing)}")
     mapping = code_to_classes(statements, task)
-    labels = [
-        sorted({mapping[code] for code in parse_scp_codes(text) if code in mapping})
-        for text in database["scp_codes"]
-    ]
+    labels = []
+    for row, text in enumerate(database["scp_codes"], start=1):
+        try:
+            codes = parse_scp_codes(text)
+        except ValueError as exc:
+            raise ValueError(f"{database_csv} row {row}: {exc}") from None
+        labels.append(sorted({mapping[code] for code in codes if code in mapping}))
     filename = {100: "filename_lr", 500: "filename_hr"}[sampling_rate]
     return pd.DataFrame(
         {
             "record": database[filename].astype(str),
-            "record_id": database["ecg_id"].astype(int),
+            "record_id": integer_column(database, "ecg_id", database_csv).astype(int),
             "patient_id": database["patient_id"].astype(str),
-            "fold": database["strat_fold"].astype("Int64"),
+            "fold": integer_column(database, "strat_fold", database_csv, allow_missing=True),
             "labels": labels,
         }
     )
@@ -104,7 +146,8 @@ def generic_records(
     labels = [sorted({part.strip() for part in value.split(separator) if part.strip()}) for value in text]
     records = table[record_col].astype(str).str.replace(r"\.(hea|dat)$", "", regex=True)
     patients = table[patient_col].astype(str) if patient_col in table.columns else records
-    folds = table[fold_col].astype("Int64") if fold_col in table.columns else pd.array([pd.NA] * len(table), "Int64")
+    folds = (integer_column(table, fold_col, labels_csv, allow_missing=True) if fold_col in table.columns
+             else pd.array([pd.NA] * len(table), "Int64"))
     return pd.DataFrame(
         {"record": records, "record_id": records, "patient_id": patients, "fold": folds, "labels": labels}
     )

@@ -36,35 +36,56 @@ class Header:
 
 
 def parse_header(hea_path: Path) -> Header:
-    """Parse a single-segment WFDB header; raise RecordError for what it cannot read."""
+    """Parse a single-segment WFDB header; raise RecordError, naming the file, for anything it cannot use."""
     try:
-        lines = [ln for ln in hea_path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-    except OSError as exc:
-        raise RecordError(f"header unreadable: {exc}") from exc
+        text = hea_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecordError(f"header {hea_path} unreadable: {exc}") from exc
+    try:
+        return _header_from_lines([ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")])
+    except (ValueError, IndexError) as exc:
+        raise RecordError(f"header {hea_path} malformed: {exc}") from exc
+
+
+def _number(text: str, what: str, kind: type = float) -> float | int:
+    """A header field as a number; ValueError naming the field otherwise."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not {'a whole number' if kind is int else 'a number'}") from None
+
+
+def _header_from_lines(lines: list[str]) -> Header:
+    """Header fields from a header's non-comment lines; ValueError says what is wrong."""
     if not lines:
-        raise RecordError("header is empty")
+        raise ValueError("it is empty")
     first = lines[0].split()
     if len(first) < 4 or "/" in first[1]:
-        raise RecordError("header has no sample count or is a multi-segment record")
-    n_sig = int(first[1])
-    fs = float(first[2].split("/")[0].split("(")[0])
+        raise ValueError("no sample count, or a multi-segment record")
+    n_sig = _number(first[1], "signal count", int)
+    fs = _number(first[2].split("/")[0].split("(")[0], "sampling rate")
+    n_samples = _number(first[3], "sample count", int)
+    if not (np.isfinite(fs) and fs > 0) or n_sig < 1 or n_samples < 1:
+        raise ValueError(f"record line {lines[0]!r} needs signals, samples and a sampling rate above 0")
     names, files, formats, gains, baselines = [], [], [], [], []
     for line in lines[1 : 1 + n_sig]:
         fields = line.split()
         if len(fields) < 3:
-            raise RecordError(f"malformed signal line {line!r}")
+            raise ValueError(f"signal line {line!r} has fewer than 3 fields")
         gain_text = fields[2].split("/")[0]
-        gain = float(gain_text.split("(")[0]) or 200.0
-        adc_zero = int(fields[4]) if len(fields) > 4 else 0
-        baseline = int(gain_text.split("(")[1].rstrip(")")) if "(" in gain_text else adc_zero
+        gain = _number(gain_text.split("(")[0], "gain")
+        if not np.isfinite(gain) or gain == 0:
+            raise ValueError(f"signal line {line!r}: gain {gain_text!r} is not a calibration (ADC units per mV)")
+        adc_zero = _number(fields[4], "ADC zero", int) if len(fields) > 4 else 0
+        baseline = _number(gain_text.split("(")[1].rstrip(")"), "baseline", int) if "(" in gain_text else adc_zero
         files.append(fields[0])
         formats.append(fields[1])
         gains.append(gain)
         baselines.append(baseline)
         names.append(fields[8] if len(fields) > 8 else f"ch{len(names)}")
     if len(names) != n_sig:
-        raise RecordError(f"header announces {n_sig} signals but describes {len(names)}")
-    return Header(fs, int(first[3]), tuple(names), tuple(files), tuple(formats), tuple(gains), tuple(baselines))
+        raise ValueError(f"it announces {n_sig} signals but describes {len(names)}")
+    return Header(fs, n_samples, tuple(names), tuple(files), tuple(formats), tuple(gains), tuple(baselines))
 
 
 def read_physical(record_path: Path, header: Header) -> np.ndarray:

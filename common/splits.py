@@ -1,6 +1,8 @@
 """Assign records to train / val / test, always keeping each patient's records in one split."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -56,3 +58,26 @@ def split_random(
         label_have[choice] += group_labels[g]
         size_have[choice] += group_sizes[g]
     return names[assigned[codes]]
+
+
+def patient_folds(patient_ids: Sequence | np.ndarray, n_folds: int, seed: int = 0,
+                  y: np.ndarray | None = None) -> np.ndarray:
+    """Fold 0..n_folds-1 per record, keeping each patient in one fold.
+
+    Patients are placed largest first (ties in seeded random order), each into the fold that holds
+    the smallest share of the records and, when y (N, C) is given, of the positives of the classes
+    that patient has.
+    """
+    codes, groups = pd.factorize(pd.Series(patient_ids).astype(str))
+    counts = np.ones((len(codes), 1)) if y is None else np.column_stack([np.ones(len(codes)), y])
+    load = np.zeros((len(groups), counts.shape[1]))
+    np.add.at(load, codes, counts)
+    weight = 1.0 / np.maximum(load.sum(axis=0), 1.0)
+    order = np.lexsort((np.random.default_rng(seed).random(len(groups)), -load[:, 0]))
+    fold_load = np.zeros((n_folds, load.shape[1]))
+    fold_of_group = np.empty(len(groups), dtype=np.int64)
+    for g in order:
+        fold = int(np.argmin(fold_load @ (weight * (load[g] > 0))))
+        fold_of_group[g] = fold
+        fold_load[fold] += load[g]
+    return fold_of_group[codes]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.build import PreprocessConfig, preprocess
+from common.preprocess import PreprocessConfig, preprocess
 from common.checkpoint import CheckpointMismatchError, load_model
 from common.difficulty import compute_difficulty, patient_folds
 from common.evaluate import per_record_loss, predict

@@ -1,4 +1,4 @@
-"""Tests of the synthetic PTB-XL-layout demo dataset (common/synthetic.py, make_demo_data.py)."""
+"""Tests of the synthetic PTB-XL-layout demo dataset (demo/ecg.py, demo/dataset.py, make_demo_data.py)."""
 import ast
 import re
 from pathlib import Path
@@ -9,16 +9,8 @@ import pytest
 import wfdb
 from scipy.signal import find_peaks, resample_poly
 
-from common.synthetic import (
-    LEADS,
-    SCP_STATEMENTS,
-    SUPERCLASSES,
-    draw_patient,
-    generate_demo_dataset,
-    plan_dataset,
-    synthesize_ecg,
-    write_wfdb,
-)
+from demo.dataset import SUPERCLASSES, generate_demo_dataset, plan_dataset, write_wfdb
+from demo.ecg import LEADS, SCP_STATEMENTS, draw_patient, synthesize_ecg
 from make_demo_data import main
 
 N_RECORDS = 40

@@ -5,12 +5,16 @@ temporary folder, which replaces --out_dir only when everything succeeded.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import json
 import logging
+import math
 import os
+import signal
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -20,7 +24,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from common import ptbxl, signals, splits
-from common.datadir import SPLITS, fingerprint_arrays, load_meta, staged_output_dir, write_json_atomic
+from common.datadir import DEFAULT_DATA_DIR, SPLITS, fingerprint_arrays, load_meta, staged_output_dir, write_json_atomic
+from common.metrics import one_hot
 
 log = logging.getLogger("preprocess")
 
@@ -28,6 +33,7 @@ PTBXL_NATIVE_LENGTH = {100: 1000, 500: 5000}
 CHUNK_RECORDS = 256
 LENGTH_SLACK = 1.5
 DEFAULT_FRAC = 0.1
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass
@@ -35,7 +41,7 @@ class PreprocessConfig:
     """Everything that decides the arrays preprocess.py writes; meta.json stores it."""
 
     input_dir: Path
-    out_dir: Path = Path("results/baseline")
+    out_dir: Path = DEFAULT_DATA_DIR
     meta_csv: Path | None = None
     task: str = "superdiagnostic"
     sampling_rate: int | None = None
@@ -79,10 +85,31 @@ def resolve_meta_csv(cfg: PreprocessConfig) -> Path:
     raise FileNotFoundError(f"--meta_csv {cfg.meta_csv} not found (looked in . and in {cfg.input_dir})")
 
 
+def check_settings(cfg: PreprocessConfig) -> None:
+    """Refuse option values that are not allowed (None stands for "choose automatically")."""
+    problems = []
+    if cfg.length is not None and cfg.length < 1:
+        problems.append(f"--length must be a positive number of samples, got {cfg.length} (leave it out for 10 s)")
+    if cfg.fs is not None and not (math.isfinite(cfg.fs) and cfg.fs > 0):
+        problems.append(f"--fs must be a positive rate in Hz, got {cfg.fs:g} (leave it out for the records' own)")
+    if cfg.bandpass is not None and not 0 < cfg.bandpass[0] < cfg.bandpass[1]:
+        problems.append(f"--bandpass LOW HIGH needs 0 < LOW < HIGH, got {cfg.bandpass[0]:g} {cfg.bandpass[1]:g}")
+    if not 0 <= cfg.max_skip_frac <= 1:
+        problems.append(f"--max_skip_frac must be between 0 and 1, got {cfg.max_skip_frac:g}")
+    if cfg.workers < 1:
+        problems.append(f"--workers must be at least 1, got {cfg.workers}")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 def check_out_dir(cfg: PreprocessConfig) -> None:
     """Refuse to replace an --out_dir that holds anything but this same dataset, unless --overwrite."""
     out = cfg.out_dir
-    if cfg.overwrite or not out.exists() or not any(out.iterdir()):
+    if cfg.overwrite or not (out.exists() or out.is_symlink()):
+        return
+    if not out.is_dir():
+        raise FileExistsError(f"--out_dir {out} is a file; pass --overwrite to replace it, or choose another --out_dir")
+    if not any(out.iterdir()):
         return
     if (out / "meta.json").is_file() and load_meta(out).get("config_id") == cfg.identity():
         log.info("%s holds this same dataset; rebuilding it", out)
@@ -93,21 +120,33 @@ def check_out_dir(cfg: PreprocessConfig) -> None:
     )
 
 
-def choose_ptbxl_rate(cfg: PreprocessConfig, database_csv: Path) -> tuple[int, str]:
-    """Pick 100 or 500 Hz records: as asked, else the rate whose 10 s records fit --length."""
+def missing_500hz(input_dir: Path, hr_names: pd.Series) -> list[str]:
+    """The 500 Hz records (filename_hr) whose header is not under input_dir."""
+    return [name for name in hr_names.astype(str) if not (input_dir / f"{name}.hea").is_file()]
+
+
+def choose_ptbxl_rate(cfg: PreprocessConfig, hr_names: pd.Series) -> tuple[int, str]:
+    """Pick 100 or 500 Hz records, and say why: as asked, else the 500 Hz ones when --fs or --length needs more
+    than 100 Hz and they are there (at most --max_skip_frac of them missing)."""
     if cfg.sampling_rate is not None:
-        return cfg.sampling_rate, "--sampling_rate"
-    if cfg.length is None or cfg.fs is not None or cfg.length <= PTBXL_NATIVE_LENGTH[100] * LENGTH_SLACK:
-        return 100, "default"
-    first = pd.read_csv(database_csv, usecols=["filename_hr"], nrows=20)["filename_hr"]
-    have_500 = all((cfg.input_dir / f"{name}.hea").is_file() for name in first)
-    if not have_500:
-        raise ValueError(
-            f"--length {cfg.length} is {cfg.length / 100:g} s at 100 Hz but PTB-XL records last 10 s, "
-            "and the 500 Hz records (records500/) are not in --input_dir; "
-            "pass --length 1000 for 100 Hz, or add records500/ and --sampling_rate 500"
-        )
-    return 500, f"--length {cfg.length} fits the 500 Hz records (10 s), so filename_hr is used"
+        return cfg.sampling_rate, f"--sampling_rate {cfg.sampling_rate}"
+    wanted = f"--fs {cfg.fs:g}" if cfg.fs is not None else f"--length {cfg.length}"
+    needs_more = cfg.fs > 100 if cfg.fs is not None else (cfg.length or 0) > PTBXL_NATIVE_LENGTH[100] * LENGTH_SLACK
+    if not needs_more:
+        asked = "no --fs or --length given" if (cfg.fs, cfg.length) == (None, None) else f"{wanted} fits 100 Hz"
+        return 100, f"{asked}, so filename_lr is used"
+    missing = missing_500hz(cfg.input_dir, hr_names)
+    usable = len(missing) <= cfg.max_skip_frac * len(hr_names)
+    if usable:
+        return 500, f"{wanted} needs more than 100 Hz and the 500 Hz records are there, so filename_hr is used"
+    absent = (f"the 500 Hz records (records500/) are not in --input_dir ({len(missing)} of {len(hr_names)} "
+              f"missing, e.g. {cfg.input_dir / missing[0]}.hea)")
+    if cfg.fs is not None:
+        return 100, f"{wanted} needs more than 100 Hz but {absent}, so the 100 Hz records are resampled up"
+    raise ValueError(
+        f"--length {cfg.length} is {cfg.length / 100:g} s at 100 Hz but PTB-XL records last 10 s, and {absent}; "
+        "pass --length 1000 for 100 Hz, or add records500/ and --sampling_rate 500"
+    )
 
 
 def native_timing(input_dir: Path, records: pd.Series, n: int = 50) -> tuple[float, float]:
@@ -116,7 +155,7 @@ def native_timing(input_dir: Path, records: pd.Series, n: int = 50) -> tuple[flo
     for rec in records.iloc[: 4 * n]:
         try:
             header = signals.parse_header(input_dir / f"{rec}.hea")
-        except (signals.RecordError, ValueError):
+        except signals.RecordError:
             continue
         rates.append(header.fs)
         durations.append(header.n_samples / header.fs)
@@ -130,9 +169,11 @@ def native_timing(input_dir: Path, records: pd.Series, n: int = 50) -> tuple[flo
 def choose_fs_and_length(cfg: PreprocessConfig, table: pd.DataFrame) -> tuple[float, int]:
     """Target rate and length; stop when --length would mostly be zero padding."""
     native_fs, duration = native_timing(cfg.input_dir, table["record"])
-    fs = cfg.fs or native_fs
+    fs = native_fs if cfg.fs is None else cfg.fs
     natural = int(round(duration * fs))
-    length = cfg.length or natural
+    length = natural if cfg.length is None else cfg.length
+    if cfg.bandpass is not None and cfg.bandpass[1] >= fs / 2:
+        raise ValueError(f"--bandpass high edge {cfg.bandpass[1]:g} Hz must be below half the rate, {fs / 2:g} Hz")
     if length > natural * LENGTH_SLACK:
         raise ValueError(
             f"--length {length} is {length / fs:g} s at {fs:g} Hz but the records last about {duration:g} s; "
@@ -228,22 +269,32 @@ def read_chunk(task: ReadTask) -> list[tuple[int, str]]:
     return failed
 
 
+def start_worker(parent_pid: int) -> None:
+    """Reader process set-up: die with the parent even when it is killed (Linux), and leave Ctrl-C to it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
 def read_all(tasks: list[ReadTask], workers: int, total: int) -> list[tuple[Path, int, str]]:
-    """Run the read tasks on worker processes with a progress bar; return every skipped (array, row, reason)."""
+    """Run the read tasks on worker processes with a progress bar; return every skipped (array, row, reason).
+
+    Leaving early (an error, Ctrl-C, SIGTERM) terminates the workers; a killed parent takes them along.
+    """
     failures = []
-    bar = tqdm(total=total, desc="reading records", unit="rec")
-    if workers <= 1:
-        for task in tasks:
-            failures += [(task.x_path, row, why) for row, why in read_chunk(task)]
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(tqdm(total=total, desc="reading records", unit="rec"))
+        if workers > 1 and len(tasks) > 1:
+            pool = stack.enter_context(get_context("fork").Pool(min(workers, len(tasks)), start_worker, (os.getpid(),)))
+            results = pool.imap(read_chunk, tasks)
+        else:
+            results = map(read_chunk, tasks)
+        for task, failed in zip(tasks, results):
+            failures += [(task.x_path, row, why) for row, why in failed]
             bar.update(len(task.records))
-    else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
-            futures = {pool.submit(read_chunk, task): task for task in tasks}
-            for future in as_completed(futures):
-                task = futures[future]
-                failures += [(task.x_path, row, why) for row, why in future.result()]
-                bar.update(len(task.records))
-    bar.close()
     return failures
 
 
@@ -277,9 +328,11 @@ def lead_statistics(X: np.ndarray, chunk: int = 2048) -> tuple[list[float], list
 def load_table(cfg: PreprocessConfig, meta_csv: Path) -> tuple[pd.DataFrame, str, dict]:
     """Record table of either CSV format, and how the records' sampling rate was chosen."""
     if ptbxl.is_ptbxl_table(meta_csv):
-        rate, why = choose_ptbxl_rate(cfg, meta_csv)
+        database = ptbxl.read_database(meta_csv)
+        rate, why = choose_ptbxl_rate(cfg, database["filename_hr"])
         log.info("PTB-XL table %s: task %s, %d Hz records (%s)", meta_csv, cfg.task, rate, why)
-        return ptbxl.ptbxl_records(meta_csv, cfg.task, rate), "ptbxl", {"records_hz": rate, "why": why}
+        table = ptbxl.ptbxl_records(database, meta_csv, cfg.task, rate)
+        return table, "ptbxl", {"records_hz": rate, "why": why}
     log.info("generic labels CSV %s", meta_csv)
     table = ptbxl.generic_records(
         meta_csv, cfg.record_col, cfg.label_col, cfg.patient_col, cfg.fold_col, cfg.label_sep
@@ -290,6 +343,7 @@ def load_table(cfg: PreprocessConfig, meta_csv: Path) -> tuple[pd.DataFrame, str
 def preprocess(cfg: PreprocessConfig, command: str) -> dict:
     """Build the data dir described by cfg; return its meta.json content."""
     start = time.time()
+    check_settings(cfg)
     if not cfg.input_dir.is_dir():
         raise FileNotFoundError(f"--input_dir {cfg.input_dir} is not a folder")
     meta_csv = resolve_meta_csv(cfg)
@@ -305,7 +359,7 @@ def preprocess(cfg: PreprocessConfig, command: str) -> dict:
         raise ValueError(f"no record has a label for task {cfg.task!r}")
     multilabel = source_format == "ptbxl" or bool((table["labels"].map(len) > 1).any())
     y_all, classes = label_arrays(table["labels"], multilabel)
-    y_onehot = y_all if multilabel else np.eye(len(classes), dtype=np.float32)[y_all]
+    y_onehot = one_hot(y_all, len(classes), multilabel)
     assignment, split_info = assign_splits(cfg, table, y_onehot)
     fs, length = choose_fs_and_length(cfg, table)
     log.info("%d records, %d classes, %g Hz, length %d (centre-crop / zero-pad at end)", len(table), len(classes), fs, length)
