@@ -17,7 +17,8 @@ from common.cli import quiet_interrupts
 quiet_interrupts()  # before torch loads: Ctrl-C at start-up ends without a traceback
 
 from common.online_pdd import PDD_MODES  # noqa: E402
-from common.train import TrainConfig, main  # noqa: E402
+from common.data import PLACEMENTS  # noqa: E402
+from common.train import AMP_MODES, TrainConfig, main  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
@@ -47,8 +48,15 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--dropout", type=float, default=d.dropout, help="dropout before the linear head")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device)
-    p.add_argument("--amp", choices=("auto", "on", "off"), default=d.amp,
-                   help="mixed precision (auto: on for CUDA; bf16 where supported, else fp16 + GradScaler)")
+    p.add_argument("--amp", choices=AMP_MODES, default=d.amp,
+                   help="mixed precision of training steps (auto: on for CUDA; on: bf16 where supported, else fp16 + "
+                        "GradScaler; bf16/fp16 force one); validation, test and scoring always run in fp32")
+    p.add_argument("--cuda_graphs", choices=("auto", "off"), default=d.cuda_graphs,
+                   help="auto: on one GPU, replay each full batch's training step as a captured CUDA graph "
+                        "(not with fp16 or --pdd dbpd); off: plain eager steps")
+    p.add_argument("--placement", choices=PLACEMENTS, default=d.placement,
+                   help="where the train split lives while training: auto (GPU memory when it fits, else RAM, else "
+                        "the memory map), device, ram or mmap")
     p.add_argument("--workers", type=int, default=d.workers, help="background threads preparing batches")
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: cores / processes)")
     p.add_argument("--resume", default=d.resume,

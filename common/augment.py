@@ -18,14 +18,6 @@ def normalise(x: torch.Tensor, norm: dict) -> torch.Tensor:
     return (x - mean) / std
 
 
-def random_windows(x: torch.Tensor, window: int, generator: torch.Generator) -> torch.Tensor:
-    """One window of `window` samples per record, at a random offset drawn per record."""
-    batch, leads, length = x.shape
-    offsets = torch.randint(0, length - window + 1, (batch, 1, 1), generator=generator)
-    index = offsets + torch.arange(window)
-    return x.gather(2, index.expand(batch, leads, window))
-
-
 def sliding_window_starts(length: int, window: int, stride: int) -> torch.Tensor:
     """Window starts every `stride` samples plus one flush with the end, so every sample is covered."""
     if not 1 <= window <= length:
@@ -39,7 +31,7 @@ def sliding_window_starts(length: int, window: int, stride: int) -> torch.Tensor
 def sliding_windows(x: torch.Tensor, starts: torch.Tensor, window: int) -> torch.Tensor:
     """All windows at `starts` of every record: (B, leads, T) -> (B * len(starts), leads, window), record-major."""
     batch, leads, _ = x.shape
-    index = starts[:, None] + torch.arange(window)
+    index = starts[:, None] + torch.arange(window, device=starts.device)
     windows = x[:, :, index]
     return windows.permute(0, 2, 1, 3).reshape(batch * len(starts), leads, window)
 
@@ -48,14 +40,15 @@ def augment(x: torch.Tensor, fs: float, generator: torch.Generator) -> torch.Ten
     """Random per-lead amplitude scaling (±20 %), Gaussian noise and baseline wander (0.05-0.5 Hz) on a
     normalised batch, magnitudes in units of a lead's train std. (Zeroing random leads lowered PTB-XL AUC.)"""
     batch, leads, length = x.shape
+    where = generator.device  # draws happen where the generator lives; the result lands on x's device
 
     def uniform(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=generator)
+        return torch.rand(*shape, generator=generator, device=where)
 
     scale = 0.8 + 0.4 * uniform(batch, leads, 1)
-    noise = 0.05 * uniform(batch, 1, 1) * torch.randn(batch, leads, length, generator=generator)
-    t = torch.arange(length) / fs
+    noise = 0.05 * uniform(batch, 1, 1) * torch.randn(batch, leads, length, generator=generator, device=where)
+    t = torch.arange(length, device=where) / fs
     freq = 0.05 + 0.45 * uniform(batch, 1, 1)
     phase = 2 * math.pi * uniform(batch, leads, 1)
     wander = 0.2 * uniform(batch, leads, 1) * torch.sin(2 * math.pi * freq * t + phase)
-    return x * scale + noise + wander
+    return x * scale.to(x.device) + noise.to(x.device) + wander.to(x.device)

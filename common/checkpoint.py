@@ -97,23 +97,28 @@ def load_model(ckpt_path: str | Path, device: str | torch.device = "cpu") -> tup
     return model.to(device).eval(), ckpt
 
 
-def rng_state() -> dict:
-    """Global RNG states of torch, numpy, python (and CUDA) as tensors and plain lists (weights_only-safe)."""
+def rng_state(device: torch.device) -> dict:
+    """Global RNG states of torch, numpy, python and, training on CUDA, of this process's GPU only (so the file
+    resumes wherever it goes), as tensors and plain lists (weights_only-safe)."""
     np_state = np.random.get_state()
     py_version, py_state, py_gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
         "python": [py_version, list(py_state), py_gauss],
     }
 
 
-def restore_rng_state(state: dict) -> None:
-    """Inverse of rng_state()."""
+def restore_rng_state(state: dict, device: torch.device) -> None:
+    """Inverse of rng_state(); a CUDA state is restored only when training on CUDA (older checkpoints kept one
+    per visible GPU: the first is taken), and ignored on a CPU."""
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if isinstance(cuda, (list, tuple)):
+        cuda = cuda[0] if cuda else None
+    if cuda is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, device)
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     version, internal, gauss = state["python"]

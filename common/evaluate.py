@@ -12,28 +12,27 @@ EPS = 1e-7
 
 @torch.inference_mode()
 def predict(model: nn.Module, X: np.ndarray, norm: dict, multilabel: bool, window: int, stride: int | None = None,
-            batch_size: int = 512, device: str | torch.device = "cpu",
-            amp_dtype: torch.dtype | None = None) -> np.ndarray:
+            batch_size: int = 512, device: str | torch.device = "cpu") -> np.ndarray:
     """Class probabilities (N, C) float32 for raw records X (N, leads, T) in mV, e.g. a memmap from load_split.
 
     Each record is normalised with `norm` (meta.json's or a checkpoint's "normalisation": per-lead "mean" and
     "std"), cut into windows of `window` samples every `stride` (default window // 2, plus one window flush
     with the end), and scored; window probabilities are aggregated per record by their max for multi-label
     models (sigmoid: a finding seen in any window counts) and by their mean for single-label models (softmax).
-    `batch_size` counts windows. The model is put in eval mode and left in the mode it was in before.
+    Always in fp32 (never autocast), with the windows cut on `device`, so one checkpoint gives the same
+    probabilities on any device. `batch_size` counts windows. The model's train/eval mode is left as it was.
     """
     stride = window // 2 if stride is None else stride
-    starts = sliding_window_starts(X.shape[-1], window, stride)
+    device = torch.device(device)
+    starts = sliding_window_starts(X.shape[-1], window, stride).to(device)
     records_per_chunk = max(1, batch_size // len(starts))
     was_training = model.training
     model.eval()
     chunks = []
     for first in range(0, len(X), records_per_chunk):
-        x = torch.from_numpy(np.array(X[first:first + records_per_chunk], dtype=np.float32))
-        windows = sliding_windows(normalise(x, norm), starts, window).to(device)
-        with torch.autocast(torch.device(device).type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(windows).float()
-        probs = torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
+        x = torch.from_numpy(np.array(X[first:first + records_per_chunk], dtype=np.float32)).to(device)
+        probs = model(sliding_windows(normalise(x, norm), starts, window)).float()
+        probs = torch.sigmoid(probs) if multilabel else torch.softmax(probs, dim=1)
         probs = probs.view(len(x), len(starts), -1)
         chunks.append((probs.amax(dim=1) if multilabel else probs.mean(dim=1)).cpu().numpy())
     model.train(was_training)

@@ -18,8 +18,6 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -32,9 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from common.augment import augment, normalise, random_windows, window_samples
+from common.augment import window_samples
 from common.checkpoint import (CheckpointError, check_compatible, copy_checkpoint, load_checkpoint,
                                restore_rng_state, rng_state, save_checkpoint)
+from common.cuda_graph import GraphedStep, portable_optimizer_state, set_lr
+from common.data import PLACEMENTS, TrainBatches, batch_stream, choose_placement
 from common.datadir import SPLITS, load_meta, load_split, write_json_atomic
 from common.evaluate import predict
 from common.metrics import format_summary, one_hot, plot_history, summarise, tune_thresholds, write_history_csv
@@ -65,8 +65,12 @@ class TrainConfig:
     dropout: float = 0.0
     seed: int = 0
     device: str = "auto"                  # auto | cpu | cuda
-    amp: str = "auto"                     # auto (on for CUDA) | on | off: bf16 where supported, else fp16
-    workers: int = 0                      # background threads preparing batches (worth it on a GPU)
+    amp: str = "auto"                     # training steps: auto (on for CUDA) | on (bf16 where supported, else
+                                          # fp16) | off | bf16 | fp16; evaluation is always fp32
+    workers: int = 0                      # background threads preparing batches (worth it for --placement mmap)
+    placement: str = "auto"               # where the train split lives: auto | device (GPU memory) | ram | mmap
+    cuda_graphs: str = "auto"             # auto: replay each full batch's step as a CUDA graph (one GPU, no fp16,
+                                          # no dbpd) | off
     threads: int = 0                      # torch CPU threads; 0: the cores divided by processes per node
     resume: str | None = None             # last.pt to continue; its data dir may differ (same classes/shape)
     init_from: str | None = None          # checkpoint whose weights start a new run
@@ -183,8 +187,12 @@ def check_config(cfg: TrainConfig) -> None:
         problems.append(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
     elif cfg.device == "cuda" and not torch.cuda.is_available():
         problems.append("--device cuda but this torch sees no CUDA device; use --device cpu")
-    if cfg.amp not in ("auto", "on", "off"):
-        problems.append(f"--amp must be auto, on or off, got {cfg.amp!r}")
+    if cfg.cuda_graphs not in ("auto", "off"):
+        problems.append(f"--cuda_graphs must be auto or off, got {cfg.cuda_graphs!r}")
+    if cfg.placement not in PLACEMENTS:
+        problems.append(f"--placement must be one of {', '.join(PLACEMENTS)}, got {cfg.placement!r}")
+    if cfg.amp not in AMP_MODES:
+        problems.append(f"--amp must be one of {', '.join(AMP_MODES)}, got {cfg.amp!r}")
     problems += check_pdd_options(cfg)
     if problems:
         raise ConfigError("; ".join(problems))
@@ -205,8 +213,8 @@ def check_pdd_options(cfg: TrainConfig) -> list[str]:
     return problems
 
 
-def load_data(data_dir: str | Path, window_seconds: float, processes_per_node: int = 1) -> Data:
-    """Load and check a data dir; the train array is read into RAM when it fits, else kept memory-mapped."""
+def load_data(data_dir: str | Path, window_seconds: float) -> Data:
+    """Load and check a data dir, its arrays memory-mapped (TrainBatches places the train split)."""
     if not Path(data_dir).is_dir():
         raise ConfigError(f"--data_dir {data_dir} does not exist; create it with preprocess.py or fix the path")
     try:
@@ -243,8 +251,6 @@ def load_data(data_dir: str | Path, window_seconds: float, processes_per_node: i
     if not np.any((targets > 0) & (targets < len(y["val"]))):
         raise ConfigError(f"no class has both positive and negative records in {data_dir} val split, so the "
                           "validation macro AUC that selects best.pt is undefined; make a larger val split")
-    if X["train"].nbytes * processes_per_node < available_memory() / 2:
-        X["train"] = np.array(X["train"])
     return Data(X=X, y=y, classes=classes, multilabel=bool(meta["multilabel"]), task=str(meta.get("task", "")),
                 norm=norm, fingerprint=meta["fingerprint"],
                 input_shape={"leads": n_leads, "length": length, "fs": fs, "window": window},
@@ -289,15 +295,6 @@ def check_split(split: str, X: np.ndarray, y: np.ndarray, n_leads: int, length: 
                           "(N,) for a single-label task")
 
 
-def available_memory() -> int:
-    """Bytes of memory new allocations can take: MemAvailable on Linux, else the free pages."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
 def init_distributed(device_name: str) -> Dist:
     """Join the torchrun job if there is one (gloo on CPU, nccl on CUDA) and pick this process's device."""
     cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
@@ -312,11 +309,15 @@ def init_distributed(device_name: str) -> Dist:
                 rank=torch_dist.get_rank(), world_size=world_size)
 
 
+AMP_MODES = ("auto", "on", "off", "bf16", "fp16")
+
+
 def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: None when off (auto = on for CUDA only); bf16 where supported, else fp16."""
+    """Autocast dtype of training steps: None when off (auto = on for CUDA only); on = bf16 where supported, else
+    fp16 (with a GradScaler); bf16 and fp16 force that type. Evaluation never autocasts."""
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if amp == "fp16" or (device.type == "cuda" and amp != "bf16" and not torch.cuda.is_bf16_supported()):
         return torch.float16
     return torch.bfloat16
 
@@ -344,59 +345,6 @@ def epoch_batches(rows: np.ndarray, batch_size: int, dist: Dist) -> list[np.ndar
     usable = len(rows) - len(rows) % dist.world_size
     mine = rows[:usable][dist.rank::dist.world_size]
     return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
-
-
-def batch_generator(seed: int, epoch: int, batch: int, rank: int) -> torch.Generator:
-    """Generator for one batch's crops and augmentation, seeded by (seed, epoch, batch, rank): reproducible
-    on resume (mid-epoch too) and whatever the number of threads preparing batches."""
-    state = np.random.SeedSequence([seed, epoch, batch, rank]).generate_state(1, np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
-@dataclass(frozen=True)
-class BatchMaker:
-    """Turns train rows into a model-ready batch: random window, per-lead z-score, augmentation, to device."""
-    X: np.ndarray
-    y: np.ndarray
-    norm: dict
-    window: int
-    fs: float
-    augment: bool
-    seed: int
-    rank: int
-    device: torch.device
-
-    def __call__(self, epoch: int, batch: int, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        generator = batch_generator(self.seed, epoch, batch, self.rank)
-        x = torch.from_numpy(np.asarray(self.X[rows], dtype=np.float32))
-        x = normalise(random_windows(x, self.window, generator), self.norm)
-        if self.augment:
-            x = augment(x, self.fs, generator)
-        y = torch.from_numpy(self.y[rows])
-        if self.device.type == "cuda":
-            x, y = x.pin_memory(), y.pin_memory()
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-
-
-def in_background(fn: Callable, items: Iterable, workers: int) -> Iterator:
-    """fn(item) for each item, in order; with workers > 0 computed up to 2 * workers items ahead in threads."""
-    if workers == 0:
-        yield from map(fn, items)
-        return
-    with ThreadPoolExecutor(workers) as pool:
-        pending: deque = deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) > 2 * workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
-def batch_stream(maker: BatchMaker, epoch: int, batches: list[np.ndarray], first: int,
-                 workers: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """(batch number, x, y) for batches[first:] of `epoch`, prepared by `workers` background threads."""
-    return in_background(lambda b: (b, *maker(epoch, b, batches[b])), range(first, len(batches)), workers)
 
 
 @dataclass
@@ -431,49 +379,70 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.Te
     return F.binary_cross_entropy_with_logits(logits, y) if multilabel else F.cross_entropy(logits, y)
 
 
+CHECK_EVERY = 50  # batches between the loop's host syncs (NaN/Inf check, stop flag across processes)
+
+
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                batches: Iterable[tuple[int, torch.Tensor, torch.Tensor]], lr_at: Callable[[int], float],
-                multilabel: bool, amp_dtype: torch.dtype | None, dist: Dist, stop: StopFlag, state: TrainState,
-                bar: tqdm, threshold: float | None = None) -> None:
-    """Back-propagate (batch number, x, y) batches, updating `state` after each. With a DBPD `threshold`, each
-    batch is first scored without grad and only its hard records are back-propagated (none: no step at all).
-    Raises NonFiniteLossError before a NaN/Inf loss is back-propagated, TrainingInterrupted after the batch in
-    which a signal came."""
+                batches: Iterable[tuple[int, torch.Tensor, torch.Tensor]], n_batches: int,
+                lr_at: Callable[[int], float], multilabel: bool, amp_dtype: torch.dtype | None, dist: Dist,
+                stop: StopFlag, state: TrainState, bar: tqdm, threshold: float | None = None,
+                graphed: GraphedStep | None = None) -> None:
+    """Back-propagate (batch number, x, y) batches. Losses stay on the device; every CHECK_EVERY batches, at the
+    epoch's end, and as soon as a signal arrived, they are fetched at once (one host sync), checked, and folded
+    into `state`. With a DBPD `threshold`, each batch is first scored without grad and only its hard records
+    are back-propagated (none: no step at all). With `graphed`, full batches replay a captured CUDA graph of the
+    step (common/cuda_graph.py). Raises NonFiniteLossError when a loss was NaN/Inf (the state on
+    disk is the last good checkpoint), TrainingInterrupted at the check after a signal came."""
     model.train()
+    pending: list[tuple[int, torch.Tensor, int, float]] = []  # (batch, loss on the device, records, lr)
+    seen = state.batches_done  # batches of this epoch done, checked or not
+
+    def check(signum: int) -> None:
+        values = torch.stack([loss for _, loss, _, _ in pending]).tolist() if pending else []
+        bad = next((i for i, value in enumerate(values) if not math.isfinite(value)), None)
+        non_finite, signum = dist.agree([int(bad is not None), signum])
+        if non_finite:
+            b, _, _, lr = pending[bad] if bad is not None else pending[-1]
+            raise NonFiniteLossError(
+                f"training loss became {values[bad] if bad is not None else 'NaN/Inf in another process'} at epoch "
+                f"{state.epoch + 1}, batch {b + 1} (lr {lr:.3g}); the last checkpoint written before it is kept. "
+                "Check the data for NaN/Inf values, or lower --lr, or use --amp off")
+        state.batches_done = seen
+        for (_, _, n, _), value in zip(pending, values):
+            state.epoch_loss_sum += value * n
+            state.epoch_samples += n
+            state.samples_backpropagated += n * dist.world_size
+        if values:
+            bar.set_postfix(loss=f"{values[-1]:.4f}", lr=f"{pending[-1][3]:.2e}", refresh=False)
+        pending.clear()
+        if signum:
+            raise TrainingInterrupted(signum)
+
     for b, x, y in batches:
         lr = lr_at(b)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(optimizer, lr)
         scored = len(y)
         if threshold is not None:
             keep = dbpd_mask(true_label_prob(scoring_logits(model, x, amp_dtype), y, multilabel), threshold)
             x, y = x[keep], y[keep]
             state.scoring_forward_samples += scored * dist.world_size
-        loss = None
-        if len(y):
+        if graphed is not None and graphed.fits(x, y):
+            pending.append((b, graphed(x, y), len(y), lr))
+        elif len(y):
             with torch.autocast(dist.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = model(x)
             loss = loss_fn(logits, y, multilabel)
-        value = loss.item() if loss is not None else 0.0
-        non_finite, signum = dist.agree([int(not math.isfinite(value)), stop.signum])
-        if non_finite:
-            raise NonFiniteLossError(
-                f"training loss became {value} at epoch {state.epoch + 1}, batch {b + 1} (lr {lr:.3g}); the last "
-                "checkpoint written before it is kept. Check the data for NaN/Inf values, or lower --lr, or use "
-                "--amp off")
-        if loss is not None:
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-        state.batches_done = b + 1
-        state.epoch_loss_sum += value * len(y)
-        state.epoch_samples += len(y)
-        state.samples_backpropagated += len(y) * dist.world_size
+            pending.append((b, loss.detach(), len(y), lr))
+        seen = b + 1
         bar.update(scored)
-        bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}", refresh=False)
-        if signum:
-            raise TrainingInterrupted(signum)
+        last = seen == n_batches
+        if last or len(pending) >= CHECK_EVERY or (dist.world_size == 1 and stop.signum):
+            check(stop.signum)
+    check(stop.signum)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -495,6 +464,7 @@ class Run:
     plan: Plan                            # online PDD: the rows of each epoch
     state: TrainState
     source: str | None                    # the checkpoint it started from, if any
+    graphed: GraphedStep | None = None    # the captured training step (common/cuda_graph.py), on one GPU
     job_started: float = field(default_factory=time.time)
     elapsed_before: float = 0.0           # elapsed_seconds of earlier jobs of this run
 
@@ -504,17 +474,16 @@ class Run:
     def score(self, split: str) -> np.ndarray:
         """Record probabilities of a split, by the same sliding-window predict the difficulty stage uses."""
         return predict(unwrap(self.model), self.data.X[split], self.data.norm, self.data.multilabel,
-                       self.data.input_shape["window"], batch_size=4 * self.cfg.batch_size, device=self.dist.device,
-                       amp_dtype=self.amp_dtype)
+                       self.data.input_shape["window"], batch_size=4 * self.cfg.batch_size, device=self.dist.device)
 
     def checkpoint(self) -> dict:
         """Everything needed to continue exactly, or to rebuild and use the model (common.checkpoint)."""
         self.state.elapsed_seconds = self.elapsed()
         return {
             "model": unwrap(self.model).state_dict(), "model_hparams": self.hparams,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": portable_optimizer_state(self.optimizer.state_dict()),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "state": asdict(self.state), "rng": rng_state(), "schedule_epochs": self.cfg.schedule_epochs,
+            "state": asdict(self.state), "rng": rng_state(self.dist.device), "schedule_epochs": self.cfg.schedule_epochs,
             "classes": self.data.classes, "task": self.data.task, "multilabel": self.data.multilabel,
             "normalisation": self.data.norm, "input_shape": self.data.input_shape,
             "data_dir": str(self.cfg.data_dir), "data_fingerprint": self.data.fingerprint,
@@ -553,6 +522,9 @@ def start_run(cfg: TrainConfig, ckpt: dict | None, data: Data, dist: Dist, log: 
               source=source)
     if cfg.resume:
         continue_run(run, ckpt, log)
+    if cfg.cuda_graphs == "auto" and dist.device.type == "cuda" and dist.world_size == 1 \
+            and amp_dtype != torch.float16 and cfg.pdd != "dbpd":
+        run.graphed = GraphedStep(model, run.optimizer, partial(loss_fn, multilabel=data.multilabel), amp_dtype)
     if dist.world_size > 1:
         run.model = nn.parallel.DistributedDataParallel(
             model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
@@ -580,7 +552,7 @@ def continue_run(run: Run, ckpt: dict, log: Callable[..., None]) -> None:
     run.state = state = TrainState(**{**ckpt["state"], "partition": tuple(ckpt["state"].get("partition", (0, 1)))})
     run.elapsed_before = state.elapsed_seconds
     if dist.world_size == 1:
-        restore_rng_state(ckpt["rng"])
+        restore_rng_state(ckpt["rng"], dist.device)
     else:  # one saved state cannot serve every rank: draw afresh, per rank, from where the run stands
         seed_process(cfg.seed + 1_000_003 * (state.epoch + 1) + state.batches_done, dist.rank)
     changed = [f"--{name} {ckpt['config'][name]} -> {getattr(cfg, name)}" for name in INHERITED
@@ -611,7 +583,7 @@ def continue_run(run: Run, ckpt: dict, log: Callable[..., None]) -> None:
                           f"only for that partition: resume with --batch_size {size} on {processes} process(es)")
 
 
-def fit_epoch(run: Run, epoch: int, maker: BatchMaker, stop: StopFlag) -> dict:
+def fit_epoch(run: Run, epoch: int, batches_of: TrainBatches, stop: StopFlag) -> dict:
     """Back-propagate the rest of `epoch` (all of it unless resumed mid-epoch) under a progress bar; returns
     its train_loss (NaN when nothing was back-propagated), lr at its end, epoch_backpropagated (all processes)
     and samples_per_second, and marks it done in run.state."""
@@ -629,9 +601,9 @@ def fit_epoch(run: Run, epoch: int, maker: BatchMaker, stop: StopFlag) -> dict:
               desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (run.dist.is_main and sys.stderr.isatty())) as bar:
         try:
             train_epoch(run.model, run.optimizer, run.scaler,
-                        batch_stream(maker, epoch, batches, state.batches_done, cfg.workers), lr_at,
-                        run.data.multilabel, run.amp_dtype, run.dist, stop, state, bar,
-                        run.plan.batch_threshold(epoch))
+                        batch_stream(batches_of, epoch, batches, state.batches_done, cfg.workers), len(batches),
+                        lr_at, run.data.multilabel, run.amp_dtype, run.dist, stop, state, bar,
+                        run.plan.batch_threshold(epoch), run.graphed)
         finally:
             state.train_seconds += time.time() - started
     backpropagated = state.epoch_samples * run.dist.world_size
@@ -708,7 +680,8 @@ def train(cfg: TrainConfig) -> dict | None:
             torch_dist.destroy_process_group()
 
 
-NOT_THE_RUN = ("resume", "init_from", "given", "stop_after_epoch", "overwrite", "device", "workers", "threads")
+NOT_THE_RUN = ("resume", "init_from", "given", "stop_after_epoch", "overwrite", "device", "workers", "threads",
+               "placement", "cuda_graphs")
 
 
 def continue_if_interrupted(cfg: TrainConfig) -> TrainConfig:
@@ -765,7 +738,7 @@ def _train(cfg: TrainConfig, ckpt: dict | None, dist: Dist) -> dict | None:
     processes_per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     torch.set_num_threads(cfg.threads or max(1, len(os.sched_getaffinity(0)) // processes_per_node))
     torch.set_flush_denormal(True)  # denormal floats made some CPU batches 10-20x slower
-    data = load_data(cfg.data_dir, cfg.window_seconds, processes_per_node)
+    data = load_data(cfg.data_dir, cfg.window_seconds)
     if ckpt is not None:
         check_compatible(ckpt, data.classes, data.input_shape)
     lock, refused = None, None
@@ -783,6 +756,23 @@ def _train(cfg: TrainConfig, ckpt: dict | None, dist: Dist) -> dict | None:
             os.close(lock)
 
 
+def out_of_memory(run: Run, last: Path) -> ConfigError:
+    """The error for a GPU out of memory, after saving a resumable last.pt when an epoch had started."""
+    cfg, state, device = run.cfg, run.state, run.dist.device
+    seen = ""
+    if device.type == "cuda":
+        _, total = torch.cuda.mem_get_info(device)
+        seen = (f" ({torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB allocated at the peak, of "
+                f"{total / 2**30:.1f} GiB)")
+    saved = ""
+    if run.dist.is_main and (state.epoch or state.batches_done):
+        save_checkpoint(run.checkpoint(), last)
+        saved = (f"; saved {last}, resume it with --resume {last}" +
+                 (f" and the same --batch_size {cfg.batch_size} (stopped mid-epoch)" if state.batches_done else ""))
+    return ConfigError(f"out of GPU memory at --batch_size {cfg.batch_size}{seen}: lower --batch_size, or free the "
+                       f"GPU of other processes{saved}")
+
+
 def train_and_report(cfg: TrainConfig, ckpt: dict | None, data: Data, dist: Dist,
                      log: Callable[..., None]) -> dict | None:
     """The epoch loop, then the final report; the run dir is claimed."""
@@ -791,18 +781,21 @@ def train_and_report(cfg: TrainConfig, ckpt: dict | None, data: Data, dist: Dist
     log(f"data {cfg.data_dir}: {len(data.X['train'])} train / {len(data.X['val'])} val / {len(data.X['test'])} test"
         f" records, {'multi' if data.multilabel else 'single'}-label {data.classes}, {data.input_shape}")
     log(f"model {count_parameters(run.model):,} params {run.hparams}; {dist.device} x{dist.world_size}, "
-        f"{torch.get_num_threads()} threads, amp {run.amp_dtype}; epochs {state.epoch + 1}..{cfg.epochs} of a "
+        f"{torch.get_num_threads()} threads, amp {run.amp_dtype}, cuda graphs {'on' if run.graphed else 'off'}; epochs {state.epoch + 1}..{cfg.epochs} of a "
         f"{cfg.schedule_epochs}-epoch one-cycle, batch {cfg.batch_size}, lr {cfg.lr:g}, augment {cfg.augment}"
         + (f", from {run.source}" if run.source else ""))
-    maker = BatchMaker(data.X["train"], data.y["train"], data.norm, data.input_shape["window"],
-                       data.input_shape["fs"], cfg.augment, cfg.seed, dist.rank, dist.device)
+    placement, why = choose_placement(data.X["train"].nbytes, dist.device, cfg.placement,
+                                      int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    log(f"train split in {placement}: {why}")
+    batches_of = TrainBatches(data.X["train"], data.y["train"], data.norm, data.input_shape["window"],
+                              data.input_shape["fs"], cfg.augment, cfg.seed, dist.rank, dist.device, placement)
     resume_hint = (f"continue with: python train_1d_baseline.py --data_dir {cfg.data_dir} --ckpt_dir {cfg.ckpt_dir} "
                    f"--resume {last} --epochs {cfg.epochs}")
     with stop_on_signals() as stop:
         try:
             while state.epoch < cfg.epochs and not state.stopped_early:
                 started = time.time()
-                stats = fit_epoch(run, state.epoch, maker, stop)
+                stats = fit_epoch(run, state.epoch, batches_of, stop)
                 if dist.is_main:
                     end_epoch(run, stats, started, log)
                 stale = int(dist.is_main and cfg.patience > 0 and state.epoch - state.best_epoch >= cfg.patience)
@@ -825,6 +818,8 @@ def train_and_report(cfg: TrainConfig, ckpt: dict | None, data: Data, dist: Dist
                 log(f"\ninterrupted: saved {last} (epoch {state.epoch}, +{state.batches_done} batches); {resume_hint}")
             dist.barrier()
             raise
+        except torch.OutOfMemoryError:
+            raise out_of_memory(run, last) from None
     report = None
     if dist.is_main:
         report = final_report(run)

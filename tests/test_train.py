@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 
 import common.train
-from common.augment import augment, random_windows, sliding_window_starts
+from common.augment import augment, sliding_window_starts
 from common.checkpoint import CheckpointMismatchError, load_checkpoint, load_model
+from common.data import TrainBatches
 from common.evaluate import per_record_loss, predict
 from common.metrics import summarise, tune_thresholds
 from common.model import build_model, count_parameters
@@ -64,14 +65,23 @@ def test_model_output_shape_and_size() -> None:
     assert build_model(n_leads=1, n_classes=2, width=4, stages=1, blocks=1)(torch.randn(2, 1, 30)).shape == (2, 2)
 
 
-def test_windows_are_slices_and_augmentation_is_seeded() -> None:
-    x = torch.arange(4 * 3 * 40, dtype=torch.float32).view(4, 3, 40)
-    windows = random_windows(x, 10, torch.Generator().manual_seed(0))
-    for record, window in zip(x, windows):
-        start = int(window[0, 0] - record[0, 0])
-        assert torch.equal(window, record[:, start:start + 10])
+def test_batches_are_z_scored_windows_of_their_records_and_seeded() -> None:
+    X = np.arange(6 * 3 * 40, dtype=np.float32).reshape(6, 3, 40)
+    y = np.eye(6, dtype=np.float32)[:, :2]
+    norm = {"mean": [1.0, 2.0, 3.0], "std": [2.0, 4.0, 8.0]}
+    for placement in ("ram", "mmap"):
+        batches = TrainBatches(X, y, norm, 10, 50.0, False, 0, 0, torch.device("cpu"), placement)
+        rows = np.array([4, 0, 5])
+        x, target = batches.get_batch(3, 7, rows)
+        assert x.shape == (3, 3, 10) and torch.equal(target, torch.from_numpy(y[rows]))
+        for row, window in zip(rows, x.numpy()):
+            raw = window * np.array(norm["std"])[:, None] + np.array(norm["mean"])[:, None]
+            start = int(raw[0, 0]) - int(X[row, 0, 0])
+            np.testing.assert_allclose(raw, X[row, :, start:start + 10], atol=1e-4)
+        assert torch.equal(batches.get_batch(3, 7, rows)[0], x) and not torch.equal(batches.get_batch(3, 8, rows)[0], x)
     assert sliding_window_starts(40, 10, 10).tolist() == [0, 10, 20, 30]
     assert sliding_window_starts(45, 10, 10).tolist() == [0, 10, 20, 30, 35]
+    windows = torch.from_numpy(X[:, :, :10])
     first, again = (augment(windows, 50.0, torch.Generator().manual_seed(1)) for _ in range(2))
     assert torch.equal(first, again) and first.shape == windows.shape and not torch.equal(first, windows)
 
@@ -271,7 +281,8 @@ def test_ddp_with_two_cpu_processes_writes_the_run_dir_once(tiny_data_dir: Path,
     assert json.loads((run / "metrics.json").read_text())["test"]["macro_auc"] is not None
 
 
-@pytest.mark.parametrize("options", [dict(amp="on"), dict(workers=2)], ids=["amp-bf16-on-cpu", "workers-2"])
+@pytest.mark.parametrize("options", [dict(amp="on"), dict(amp="fp16"), dict(workers=2), dict(placement="mmap")],
+                         ids=["amp-bf16-on-cpu", "amp-fp16-gradscaler-on-cpu", "workers-2", "memory-mapped"])
 def test_amp_and_worker_threads_train_and_resume_exactly(tiny_data_dir: Path, tmp_path: Path, options: dict) -> None:
     whole = train(tiny_config(tiny_data_dir, tmp_path / "whole", augment=True, **options))
     assert train(tiny_config(tiny_data_dir, tmp_path / "split", augment=True, stop_after_epoch=1, **options)) is None
@@ -282,5 +293,17 @@ def test_amp_and_worker_threads_train_and_resume_exactly(tiny_data_dir: Path, tm
     train(tiny_config(tiny_data_dir, tmp_path / "plain", augment=True))
     weights, plain = (load_checkpoint(tmp_path / run / "last.pt")["model"] for run in ("whole", "plain"))
     same_as_plain = all(torch.equal(tensor, plain[name]) for name, tensor in weights.items())
-    assert same_as_plain == ("workers" in options)  # threads change nothing; bf16 autocast changes the arithmetic
+    assert same_as_plain == ("amp" not in options)  # threads and placement change nothing; autocast does
+    if options.get("amp") == "fp16":
+        assert load_checkpoint(tmp_path / "split" / "last.pt")["scaler"]["scale"] > 0
     assert whole["val"]["macro_auc"] > 0.8
+
+
+def test_a_checkpoint_with_several_gpu_rng_states_resumes_on_a_cpu(tiny_data_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(tiny_data_dir, run, stop_after_epoch=1))
+    ckpt = load_checkpoint(run / "last.pt")
+    ckpt["rng"]["cuda"] = [torch.zeros(16, dtype=torch.uint8)] * 4  # as torchrun on 4 GPUs wrote them before
+    torch.save(ckpt, run / "last.pt")
+    report = train(tiny_config(tiny_data_dir, run, resume=str(run / "last.pt")))
+    assert report["epochs"] == 3 and load_checkpoint(run / "last.pt")["rng"]["cuda"] is None
