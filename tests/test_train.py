@@ -16,10 +16,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import common.data
 import common.train
 from common.augment import augment, sliding_window_starts
 from common.checkpoint import CheckpointMismatchError, load_checkpoint, load_model
-from common.data import TrainBatches
+from common.data import TrainBatches, choose_placement
 from common.evaluate import per_record_loss, predict
 from common.metrics import summarise, tune_thresholds
 from common.model import build_model, count_parameters
@@ -307,3 +308,34 @@ def test_a_checkpoint_with_several_gpu_rng_states_resumes_on_a_cpu(tiny_data_dir
     torch.save(ckpt, run / "last.pt")
     report = train(tiny_config(tiny_data_dir, run, resume=str(run / "last.pt")))
     assert report["epochs"] == 3 and load_checkpoint(run / "last.pt")["rng"]["cuda"] is None
+
+
+def test_placement_falls_back_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(common.data, "available_memory", lambda: 8 * 2**30)
+    assert choose_placement(2 * 2**30, cpu, "auto") == ("ram", "training on the CPU")
+    placement, why = choose_placement(5 * 2**30, cpu, "auto")
+    assert placement == "mmap" and "exceeds half of the 8.0 GiB of available RAM" in why
+    placement, why = choose_placement(2 * 2**30, cpu, "auto", processes_per_node=3)
+    assert placement == "mmap" and "x 3 process(es)" in why
+    assert choose_placement(2 * 2**30, cpu, "device") == ("ram", "--placement device needs CUDA; training on cpu")
+    assert choose_placement(1, cpu, "mmap")[0] == "mmap" and choose_placement(5 * 2**30, cpu, "ram")[0] == "ram"
+
+
+def test_out_of_gpu_memory_saves_last_pt_and_names_batch_size(tiny_data_dir: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    real_train_epoch, calls = common.train.train_epoch, []
+
+    def out_of_memory_in_epoch_2(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        real_train_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(common.train, "train_epoch", out_of_memory_in_epoch_2)
+    run = tmp_path / "run"
+    assert main(tiny_config(tiny_data_dir, run)) == 2
+    err = capsys.readouterr().err
+    assert "out of GPU memory at --batch_size 16" in err and "lower --batch_size" in err
+    assert f"--resume {run / 'last.pt'}" in err and load_checkpoint(run / "last.pt")["state"]["epoch"] == 1
