@@ -1,13 +1,16 @@
 """Build a data dir from WFDB records and a labels CSV: the whole of preprocess.py.
 
-Records are read by parallel worker processes straight into memory-mapped .npy files inside a
-temporary folder, which replaces --out_dir only when everything succeeded.
+Records are read by parallel worker processes, in blocks of at most CHUNK_BYTES, straight into the
+.npy files inside a temporary folder, which replaces --out_dir only when everything succeeded. The
+workers also sum each block for the normalisation statistics, so no array is ever held whole in
+memory: the peak does not grow with the number of records.
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import hashlib
+import io
 import json
 import logging
 import math
@@ -25,12 +28,11 @@ from tqdm import tqdm
 
 from common import ptbxl, signals, splits
 from common.datadir import DEFAULT_DATA_DIR, SPLITS, fingerprint_arrays, load_meta, staged_output_dir, write_json_atomic
-from common.metrics import one_hot
 
 log = logging.getLogger("preprocess")
 
 PTBXL_NATIVE_LENGTH = {100: 1000, 500: 5000}
-CHUNK_RECORDS = 256
+CHUNK_BYTES = 16 << 20  # a worker's block of rows; drop_rows moves rows this many bytes at a time
 LENGTH_SLACK = 1.5
 DEFAULT_FRAC = 0.1
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -182,19 +184,19 @@ def choose_fs_and_length(cfg: PreprocessConfig, table: pd.DataFrame) -> tuple[fl
     return fs, length
 
 
-def label_arrays(labels: pd.Series, multilabel: bool) -> tuple[np.ndarray, list[str]]:
-    """Multi-hot float32 (N, C) or class-index int64 (N,) from per-record label lists, and the class names."""
+def label_arrays(labels: pd.Series, multilabel: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The y stored (multi-hot float32 (N, C), or class-index int64 (N,) for single-label data), the 0/1 matrix
+    (N, C) of the labels in both cases (for stratifying and counting), and the class names."""
     classes = sorted({c for row in labels for c in row})
     index = {c: i for i, c in enumerate(classes)}
-    if not multilabel:
-        return np.array([index[row[0]] for row in labels], dtype=np.int64), classes
-    y = np.zeros((len(labels), len(classes)), dtype=np.float32)
+    matrix = np.zeros((len(labels), len(classes)), dtype=np.float32)
     for i, row in enumerate(labels):
-        y[i, [index[c] for c in row]] = 1.0
-    return y, classes
+        matrix[i, [index[c] for c in row]] = 1.0
+    y = matrix if multilabel else np.array([index[row[0]] for row in labels], dtype=np.int64)
+    return y, matrix, classes
 
 
-def assign_splits(cfg: PreprocessConfig, table: pd.DataFrame, y_onehot: np.ndarray) -> tuple[np.ndarray, dict]:
+def assign_splits(cfg: PreprocessConfig, table: pd.DataFrame, y_matrix: np.ndarray) -> tuple[np.ndarray, dict]:
     """Split per record and a description of how and why that split was chosen."""
     has_folds = table["fold"].notna().all()
     method = cfg.split if cfg.split != "auto" else ("folds" if has_folds else "random")
@@ -213,7 +215,7 @@ def assign_splits(cfg: PreprocessConfig, table: pd.DataFrame, y_onehot: np.ndarr
         val_frac = DEFAULT_FRAC if cfg.val_frac is None else cfg.val_frac
         test_frac = DEFAULT_FRAC if cfg.test_frac is None else cfg.test_frac
         log.info("split: random by patient (%s); val %.2f, test %.2f, seed %d", reason, val_frac, test_frac, cfg.seed)
-        assignment = splits.split_random(table["patient_id"], y_onehot, val_frac, test_frac, cfg.seed)
+        assignment = splits.split_random(table["patient_id"], y_matrix, val_frac, test_frac, cfg.seed)
         info = {"method": "random", "reason": reason, "val_frac": val_frac, "test_frac": test_frac, "seed": cfg.seed}
     for name in SPLITS:
         if not (assignment == name).any():
@@ -227,15 +229,24 @@ def assign_splits(cfg: PreprocessConfig, table: pd.DataFrame, y_onehot: np.ndarr
 
 @dataclass(frozen=True)
 class ReadTask:
-    """One chunk of records for a worker: which records, and where their consecutive rows start in which .npy."""
+    """One block of records for a worker: which records, and where their consecutive rows start in which .npy."""
 
     input_dir: Path
     x_path: Path
+    data_offset: int
     first_row: int
     records: list[str]
     fs: float
     length: int
     bandpass: tuple[float, float] | None
+
+
+@dataclass
+class ReadResult:
+    """What a worker reports for its block: skipped (row, reason) pairs and per-lead [sum, sum of squares]."""
+
+    failed: list[tuple[int, str]]
+    sums: np.ndarray
 
 
 def prepare_signal(path: Path, fs: float, length: int, band: tuple[float, float] | None) -> np.ndarray:
@@ -247,26 +258,29 @@ def prepare_signal(path: Path, fs: float, length: int, band: tuple[float, float]
     return signals.fit_length(x, length).astype(np.float32)
 
 
-def read_chunk(task: ReadTask) -> list[tuple[int, str]]:
-    """Worker: read the task's records and write their rows into the .npy in one positioned write.
+def read_chunk(task: ReadTask) -> ReadResult:
+    """Worker: read the task's records, sum them per lead, and write their rows into the .npy in one positioned write.
 
     A plain pwrite of the whole block avoids the page faults of filling a memory map row by row.
-    Returns (row, reason) for each record skipped; its row is left as zeros.
+    A skipped record's row is left as zeros, so it adds nothing to the sums.
     """
     block = np.zeros((len(task.records), 12, task.length), dtype=np.float32)
+    sums = np.zeros((2, 12))
     failed = []
     for i, rec in enumerate(task.records):
         try:
             block[i] = prepare_signal(task.input_dir / rec, task.fs, task.length, task.bandpass)
         except signals.RecordError as exc:
             failed.append((task.first_row + i, str(exc)))
-    header_bytes = np.load(task.x_path, mmap_mode="r").offset
+            continue
+        row = block[i].astype(np.float64)
+        sums += [row.sum(axis=1), np.einsum("ij,ij->i", row, row)]
     fd = os.open(task.x_path, os.O_WRONLY)
     try:
-        os.pwrite(fd, block.tobytes(), header_bytes + task.first_row * block[0].nbytes)
+        os.pwrite(fd, block, task.data_offset + task.first_row * block[0].nbytes)
     finally:
         os.close(fd)
-    return failed
+    return ReadResult(failed, sums)
 
 
 def start_worker(parent_pid: int) -> None:
@@ -279,12 +293,14 @@ def start_worker(parent_pid: int) -> None:
         os._exit(1)
 
 
-def read_all(tasks: list[ReadTask], workers: int, total: int) -> list[tuple[Path, int, str]]:
-    """Run the read tasks on worker processes with a progress bar; return every skipped (array, row, reason).
+def read_all(tasks: list[ReadTask], workers: int,
+             total: int) -> tuple[list[tuple[Path, int, str]], dict[Path, np.ndarray]]:
+    """Run the read tasks on worker processes with a progress bar; return every skipped (array, row, reason)
+    and the per-lead [sum, sum of squares] of each array.
 
     Leaving early (an error, Ctrl-C, SIGTERM) terminates the workers; a killed parent takes them along.
     """
-    failures = []
+    failures, sums = [], {}
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(tqdm(total=total, desc="reading records", unit="rec"))
         if workers > 1 and len(tasks) > 1:
@@ -292,36 +308,39 @@ def read_all(tasks: list[ReadTask], workers: int, total: int) -> list[tuple[Path
             results = pool.imap(read_chunk, tasks)
         else:
             results = map(read_chunk, tasks)
-        for task, failed in zip(tasks, results):
-            failures += [(task.x_path, row, why) for row, why in failed]
+        for task, result in zip(tasks, results):
+            failures += [(task.x_path, row, why) for row, why in result.failed]
+            sums[task.x_path] = sums.get(task.x_path, 0) + result.sums
             bar.update(len(task.records))
-    return failures
+    return failures, sums
 
 
-def drop_rows(x_path: Path, drop: set[int], chunk: int = 1024) -> None:
-    """Rewrite an .npy array without the given rows, copying in chunks through memory maps."""
-    old = np.load(x_path, mmap_mode="r")
-    keep = np.array([i for i in range(len(old)) if i not in drop], dtype=np.int64)
-    tmp = x_path.with_suffix(".compact.npy")
-    new = np.lib.format.open_memmap(tmp, mode="w+", dtype=old.dtype, shape=(len(keep),) + old.shape[1:])
-    for start in range(0, len(keep), chunk):
-        new[start : start + chunk] = old[keep[start : start + chunk]]
-    new.flush()
-    del new, old
-    os.replace(tmp, x_path)
+def drop_rows(x_path: Path, drop: list[int]) -> None:
+    """Remove rows from an .npy array in place: later rows move up, CHUNK_BYTES at a time, and the file is cut short."""
+    X = np.load(x_path, mmap_mode="r+")
+    keep = np.setdiff1d(np.arange(len(X)), drop)
+    per_chunk = max(1, CHUNK_BYTES // X[0].nbytes)
+    for start in range(min(drop), len(keep), per_chunk):
+        stop = min(start + per_chunk, len(keep))
+        X[start:stop] = X[keep[start:stop]]  # every source row lies at or after its target row
+    X.flush()
+    header = io.BytesIO()
+    shape = (len(keep), *X.shape[1:])
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": np.lib.format.dtype_to_descr(X.dtype), "fortran_order": False, "shape": shape})
+    if header.tell() != X.offset:
+        raise RuntimeError(f"{x_path}: the .npy header of the shorter array does not fit in place")
+    end = X.offset + len(keep) * X[0].nbytes
+    del X
+    with open(x_path, "r+b") as f:
+        f.write(header.getvalue())
+        f.truncate(end)
 
 
-def lead_statistics(X: np.ndarray, chunk: int = 2048) -> tuple[list[float], list[float]]:
-    """Per-lead mean and standard deviation over all samples of X (N, leads, length), in float64."""
-    total = np.zeros(X.shape[1])
-    total_sq = np.zeros(X.shape[1])
-    for start in range(0, len(X), chunk):
-        block = np.asarray(X[start : start + chunk], dtype=np.float64)
-        total += block.sum(axis=(0, 2))
-        total_sq += np.square(block).sum(axis=(0, 2))
-    count = X.shape[0] * X.shape[2]
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+def lead_statistics(sums: np.ndarray, count: int) -> tuple[list[float], list[float]]:
+    """Per-lead mean and standard deviation from [sum, sum of squares] (2, leads) over count samples per lead."""
+    mean = sums[0] / count
+    std = np.sqrt(np.maximum(sums[1] / count - mean**2, 0.0))
     return mean.tolist(), np.where(std > 0, std, 1.0).tolist()
 
 
@@ -358,37 +377,36 @@ def preprocess(cfg: PreprocessConfig, command: str) -> dict:
     if table.empty:
         raise ValueError(f"no record has a label for task {cfg.task!r}")
     multilabel = source_format == "ptbxl" or bool((table["labels"].map(len) > 1).any())
-    y_all, classes = label_arrays(table["labels"], multilabel)
-    y_onehot = one_hot(y_all, len(classes), multilabel)
-    assignment, split_info = assign_splits(cfg, table, y_onehot)
+    y_all, y_matrix, classes = label_arrays(table["labels"], multilabel)
+    assignment, split_info = assign_splits(cfg, table, y_matrix)
     fs, length = choose_fs_and_length(cfg, table)
     log.info("%d records, %d classes, %g Hz, length %d (centre-crop / zero-pad at end)", len(table), len(classes), fs, length)
 
     with staged_output_dir(cfg.out_dir) as tmp:
         members = {name: np.flatnonzero(assignment == name) for name in SPLITS}
+        per_task = max(1, CHUNK_BYTES // (12 * length * np.dtype(np.float32).itemsize))
         tasks = []
         for name, rows in members.items():
             x_path = tmp / f"X_{name}.npy"
             X = np.lib.format.open_memmap(x_path, mode="w+", dtype=np.float32, shape=(len(rows), 12, length))
+            offset = X.offset
             del X
-            for at in range(0, len(rows), CHUNK_RECORDS):
-                part = rows[at : at + CHUNK_RECORDS]
-                tasks.append(
-                    ReadTask(cfg.input_dir, x_path, at, table["record"].iloc[part].tolist(), fs, length, cfg.bandpass)
-                )
-        failures = read_all(tasks, cfg.workers, len(table))
+            for at in range(0, len(rows), per_task):
+                records = table["record"].iloc[rows[at : at + per_task]].tolist()
+                tasks.append(ReadTask(cfg.input_dir, x_path, offset, at, records, fs, length, cfg.bandpass))
+        failures, sums = read_all(tasks, cfg.workers, len(table))
 
         record_paths, record_ids = table["record"].tolist(), table["record_id"].tolist()
         skipped = []
         for name, rows in members.items():
             x_path = tmp / f"X_{name}.npy"
-            bad = {row: why for path, row, why in failures if path == x_path}
-            for row, why in sorted(bad.items()):
+            bad = sorted((row, why) for path, row, why in failures if path == x_path)
+            for row, why in bad:
                 skipped.append({"record": record_paths[rows[row]], "record_id": record_ids[rows[row]],
                                 "split": name, "reason": why})
             if bad:
-                drop_rows(x_path, set(bad))
-            members[name] = np.array([r for i, r in enumerate(rows) if i not in bad], dtype=np.int64)
+                drop_rows(x_path, [row for row, _ in bad])
+                members[name] = np.delete(rows, [row for row, _ in bad])
         if skipped:
             log.warning("%d records skipped, e.g. %s: %s", len(skipped), skipped[0]["record"], skipped[0]["reason"])
         if len(skipped) > cfg.max_skip_frac * len(table):
@@ -401,7 +419,7 @@ def preprocess(cfg: PreprocessConfig, command: str) -> dict:
                 raise ValueError(f"every record of the {name} split was skipped")
             np.save(tmp / f"y_{name}.npy", y_all[rows])
 
-        mean, std = lead_statistics(np.load(tmp / "X_train.npy", mmap_mode="r"))
+        mean, std = lead_statistics(sums[tmp / "X_train.npy"], len(members["train"]) * length)
         meta = {
             "format": source_format,
             "task": cfg.task if source_format == "ptbxl" else cfg.label_col,
@@ -416,7 +434,7 @@ def preprocess(cfg: PreprocessConfig, command: str) -> dict:
                               "computed_on": "train", "mean": mean, "std": std},
             "split": split_info,
             "counts": {name: int(len(rows)) for name, rows in members.items()},
-            "class_counts": {name: dict(zip(classes, y_onehot[rows].sum(axis=0).astype(int).tolist()))
+            "class_counts": {name: dict(zip(classes, y_matrix[rows].sum(axis=0).astype(int).tolist()))
                              for name, rows in members.items()},
             "splits": {name: {"record_ids": table["record_id"].iloc[rows].tolist(),
                               "patient_ids": table["patient_id"].iloc[rows].tolist()}

@@ -34,15 +34,16 @@ def read_csv(path: Path, what: str, **options: object) -> pd.DataFrame:
         raise ValueError(f"{what} {path} is not a readable CSV: {str(exc).strip()}") from None
 
 
-def read_csv_checked(path: Path, required: tuple[str, ...], what: str) -> pd.DataFrame:
-    """Read a CSV and fail with the missing column names when it lacks a required column, or with no rows."""
-    table = read_csv(path, what)
-    missing = [c for c in required if c not in table.columns]
+def read_csv_checked(path: Path, required: tuple[str, ...], what: str,
+                     optional: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read the required (and present optional) columns of a CSV; fail naming the missing ones, or when it has no rows."""
+    columns = list(read_csv(path, what, nrows=0).columns)
+    missing = [c for c in required if c not in columns]
     if missing:
         raise ValueError(
-            f"{what} {path} lacks the column(s) {', '.join(missing)}; "
-            f"found: {', '.join(map(str, table.columns))}"
+            f"{what} {path} lacks the column(s) {', '.join(missing)}; found: {', '.join(map(str, columns))}"
         )
+    table = read_csv(path, what, usecols=[c for c in columns if c in required or c in optional])
     if table.empty:
         raise ValueError(f"{what} {path} has a header but no rows")
     return table
@@ -141,7 +142,7 @@ def generic_records(
     separator: str = ";",
 ) -> pd.DataFrame:
     """Record table of a generic labels CSV: record path, labels joined by `separator`, optional patient and fold."""
-    table = read_csv_checked(labels_csv, (record_col, label_col), "labels CSV")
+    table = read_csv_checked(labels_csv, (record_col, label_col), "labels CSV", (patient_col, fold_col))
     text = table[label_col].astype("string").fillna("")
     labels = [sorted({part.strip() for part in value.split(separator) if part.strip()}) for value in text]
     records = table[record_col].astype(str).str.replace(r"\.(hea|dat)$", "", regex=True)

@@ -463,7 +463,7 @@ def test_killed_run_leaves_no_workers_and_the_rerun_completes_it(sample_dir, tmp
 def test_sigterm_or_ctrl_c_stops_workers_and_removes_the_temporary_folder(sample_dir, sample_out, signum):
     before = {p.name: p.stat().st_mtime_ns for p in sample_out.iterdir()}
     args = ["--input_dir", str(sample_dir), "--out_dir", str(sample_out), "--val_folds", "8", "--test_folds", "9",
-            "--workers", "2", "--overwrite"]
+            "--fs", "500", "--workers", "2", "--overwrite"]  # 500 Hz: the workers run long enough to be seen
     status, stderr, workers = start_and_signal_when_reading(args, signum)
     assert_all_ended(workers)
     assert status == 128 + signum and "Traceback" not in stderr
@@ -518,3 +518,14 @@ def test_overwrite_over_a_regular_file_leaves_nothing_behind(sample_dir, tmp_pat
     preprocess(PreprocessConfig(input_dir=sample_dir, out_dir=tmp_path / "o", val_folds=[8], test_folds=[9],
                                 workers=1, overwrite=True), "t")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o"] and (tmp_path / "o" / "meta.json").is_file()
+
+
+def test_drop_rows_compacts_in_place_chunk_by_chunk(tmp_path, monkeypatch):
+    monkeypatch.setattr(stage, "CHUNK_BYTES", 3 * 12 * 7 * 4)  # three rows per chunk: many chunks
+    X = np.random.default_rng(0).standard_normal((40, 12, 7)).astype(np.float32)
+    path = tmp_path / "X.npy"
+    np.save(path, X)
+    drop = [0, 5, 6, 7, 19, 39]
+    stage.drop_rows(path, drop)
+    np.testing.assert_array_equal(np.load(path), np.delete(X, drop, axis=0))
+    assert path.stat().st_size == np.load(path, mmap_mode="r").offset + 34 * 12 * 7 * 4
