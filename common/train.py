@@ -1,10 +1,12 @@
 """Train the residual 1D CNN on a data dir (PIPELINE.md): config, input checks, epoch loop, checkpoints, report.
 
-train(cfg): check the config -> load the data dir -> build the model, or restore it (--resume / --init_from)
+train(cfg): check the config -> continue this command's killed run if ckpt_dir holds one -> load the
+--resume / --init_from checkpoint and fill the options left open (resolve_config) -> load and check the data
+dir -> claim the run dir (lock; another run there is refused) -> build the model, or restore it
 -> per epoch: choose the train rows (epoch_rows; online PDD may take a random subset), back-propagate a random
-window of each (train_epoch; online PDD's DBPD first scores each batch and keeps its hard records), score
-validation by sliding windows, write last.pt / best.pt / history.csv -> score best.pt on validation
-(F1 thresholds) and once on test -> metrics.json, training_curves.png and a printed summary.
+window of each (train_epoch, batches from common/data.py; online PDD's DBPD first scores each batch and keeps
+its hard records), score validation by sliding windows, write last.pt / best.pt / history.csv -> score best.pt
+on validation (F1 thresholds) and once on test -> metrics.json, training_curves.png and a printed summary.
 Runs unchanged under torchrun (DistributedDataParallel; rank 0 evaluates and writes every file).
 """
 from __future__ import annotations

@@ -18,7 +18,7 @@ import torch
 import common.train
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.datadir import fingerprint_arrays
-from common.train import (ConfigError, Dist, TrainConfig, epoch_batches, main, one_cycle_lr, seed_process, train)
+from common.train import Dist, TrainConfig, epoch_batches, main, one_cycle_lr, seed_process, train
 from train_1d_baseline import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
