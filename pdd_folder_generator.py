@@ -4,25 +4,31 @@ import logging
 import sys
 from pathlib import Path
 
-from common.pdd import STAGE_MODES, generate_stages
+from common.cli import quiet_interrupts
+
+quiet_interrupts()  # before torch loads: Ctrl-C at start-up ends without a traceback
+
+from common.datadir import DEFAULT_DATA_DIR, DEFAULT_PDD_DIR  # noqa: E402
+from common.pdd import STAGE_MODES, generate_stages  # noqa: E402
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data_dir", type=Path, default=Path("results/baseline"), help="the data dir that was scored")
-    p.add_argument("--split_dir", type=Path, default=Path("results/pdd"), help="where pdd_split.py wrote its files")
-    p.add_argument("--out_dir", type=Path, default=Path("results/pdd"), help="stage1..3 are created here")
+    p.add_argument("--data_dir", type=Path, default=DEFAULT_DATA_DIR, help="the data dir that was scored")
+    p.add_argument("--split_dir", type=Path, default=DEFAULT_PDD_DIR, help="where pdd_split.py wrote its files")
+    p.add_argument("--out_dir", type=Path, default=DEFAULT_PDD_DIR, help="stage1..3 are created here")
     p.add_argument("--mode", choices=STAGE_MODES, default="cumulative",
                    help="cumulative: easy, easy+medium, all; disjoint: easy, medium, hard")
     p.add_argument("--stage_epochs", type=int, nargs=3, default=[10, 10, 10], metavar=("E1", "E2", "E3"),
-                   help="epochs per stage; stored in each stage's meta.json as train_1d_baseline.py's default --epochs")
+                   help="epochs per stage (>= 1); stored in each stage's meta.json as train_1d_baseline.py's "
+                        "default --epochs")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         stages = generate_stages(args.data_dir, args.split_dir, args.out_dir, args.mode, tuple(args.stage_epochs))
     except (OSError, ValueError) as exc:
         logging.error("error: %s", exc)
-        return 1
+        return 2
     print("train them in order, each resuming from the one before:")
     previous = None
     for k, stage in enumerate(stages, start=1):

@@ -5,46 +5,72 @@
 A PDD stage run needs the baseline run whose checkpoint scored the difficulty; its samples and wall
 time are added to the stage run's own ("total" columns), since staged training cannot exist without it.
 Effective epochs = total samples back-propagated / training records of the full data dir.
+Runs must share their classes. Under a small test split (fewer than MIN_TEST_RECORDS records, or a class with
+fewer than MIN_TEST_POSITIVES positives or negatives) a note says how far a single test record moves the AUCs.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-def load_json(path: Path) -> dict:
-    """A JSON file, or a clear exit when it is absent."""
-    if not path.is_file():
-        sys.exit(f"error: {path} not found; is {path.parent} a finished run dir?")
-    return json.loads(path.read_text())
+from common.cli import quiet_interrupts  # noqa: E402
+
+if __name__ == "__main__":
+    quiet_interrupts()  # before torch loads: Ctrl-C at start-up ends without a traceback
+
+from common.datadir import load_npy  # noqa: E402
+from common.metrics import one_hot  # noqa: E402
+from common.pdd import load_json  # noqa: E402
+
+MIN_TEST_RECORDS = 500
+MIN_TEST_POSITIVES = 50
+METRICS_KEYS = ("test", "val", "epochs", "best_epoch", "samples_backpropagated", "wall_seconds", "data_dir",
+                "classes", "multilabel")
+
+
+def load_run(run_dir: Path) -> dict:
+    """metrics.json of a finished run dir, refused naming the file when it is absent, corrupt or incomplete."""
+    return load_json(run_dir / "metrics.json", f"is {run_dir} a finished run dir of train_1d_baseline.py?",
+                     METRICS_KEYS)
 
 
 def scoring_run(run_metrics: dict) -> tuple[Path | None, int]:
     """For a PDD stage run: the run dir whose checkpoint scored its difficulty, and the full train size."""
-    meta = load_json(Path(run_metrics["data_dir"]) / "meta.json")
+    fix = "is the run's data dir still where it was trained?"
+    meta = load_json(Path(run_metrics["data_dir"]) / "meta.json", fix, ("counts",))
     pdd = meta.get("pdd")
     if not pdd:
         return None, meta["counts"]["train"]
-    full_train = load_json(Path(pdd["source_data_dir"]) / "meta.json")["counts"]["train"]
+    full_train = load_json(Path(pdd["source_data_dir"]) / "meta.json", fix, ("counts",))["counts"]["train"]
     return Path(pdd["checkpoint"]).parent, full_train
+
+
+def test_label_counts(run_metrics: dict) -> dict[str, tuple[int, int]]:
+    """(positives, negatives) per class in the run's test split, from its data dir's y_test.npy."""
+    y = load_npy(Path(run_metrics["data_dir"]) / "y_test.npy")
+    positives = one_hot(y, len(run_metrics["classes"]), run_metrics["multilabel"]).sum(axis=0).astype(int)
+    return {c: (int(n), len(y) - int(n)) for c, n in zip(run_metrics["classes"], positives)}
 
 
 def describe(run_dir: Path) -> dict:
     """One table row for a run dir."""
-    metrics = load_json(run_dir / "metrics.json")
+    metrics = load_run(run_dir)
     scorer, n_train = scoring_run(metrics)
     extra_samples, extra_seconds = 0, 0.0
     if scorer is not None:
-        scorer_metrics = load_json(scorer / "metrics.json")
+        scorer_metrics = load_run(scorer)
         extra_samples, extra_seconds = scorer_metrics["samples_backpropagated"], scorer_metrics["wall_seconds"]
     total = metrics["samples_backpropagated"] + extra_samples
     return {
         "run": str(run_dir),
+        "classes": metrics["classes"],
         "test_macro_auc": metrics["test"]["macro_auc"],
         "val_macro_auc": metrics["val"]["macro_auc"],
         "per_class_auc": metrics["test"]["per_class_auc"],
+        "test_labels": test_label_counts(metrics),
         "epochs": metrics["epochs"],
         "best_epoch": metrics["best_epoch"],
         "samples": metrics["samples_backpropagated"],
@@ -55,16 +81,50 @@ def describe(run_dir: Path) -> dict:
     }
 
 
+def check_comparable(rows: list[dict]) -> None:
+    """Refuse runs whose classes differ from the first run's: their AUCs measure different tasks."""
+    first = rows[0]
+    for row in rows[1:]:
+        if row["classes"] != first["classes"]:
+            raise ValueError(f"{row['run']} has classes {row['classes']} but {first['run']} has {first['classes']}; "
+                             "compare runs trained on the same classes")
+
+
+def small_test_note(row: dict) -> str | None:
+    """A warning when the test split is too small for differences between runs to mean anything, else None.
+
+    Moving one record of a class's rarer label (positive or negative) across the ranking changes that class's
+    AUC by up to 1 / (its count), and the macro-AUC by that over the number of classes with an AUC."""
+    labels = {c: counts for c, counts in row["test_labels"].items() if min(counts) > 0}
+    n_records = sum(row["test_labels"][row["classes"][0]])
+    if not labels:
+        return f"note: no class has both labels in the {n_records}-record test split: no AUC can be compared."
+    rarest = min(labels, key=lambda c: min(labels[c]))
+    if n_records >= MIN_TEST_RECORDS and min(labels[rarest]) >= MIN_TEST_POSITIVES:
+        return None
+    swing = 1 / min(labels[rarest])
+    return (f"note: the test split has {n_records} records, {rarest} {labels[rarest][0]} positives and "
+            f"{labels[rarest][1]} negatives: one {rarest} record can move its AUC by up to {swing:.3f} and the "
+            f"macro-AUC by up to {swing / len(labels):.3f}, so this table cannot separate these runs. Compare on a "
+            f"test split of {MIN_TEST_RECORDS}+ records with {MIN_TEST_POSITIVES}+ positives per class (PTB-XL's "
+            "fold 10 has 2,198 records).")
+
+
+def number(x: float | None, digits: int) -> str:
+    """A metric for the table; '-' where it is undefined."""
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
 def format_rows(rows: list[dict], markdown: bool) -> str:
     """The comparison as aligned text or a Markdown table."""
-    classes = list(rows[0]["per_class_auc"])
+    classes = rows[0]["classes"]
     head = ["run", "test AUC", "val AUC", *classes, "epochs", "best", "samples", "+scoring run", "total samples",
             "eff. epochs", "wall min"]
     body = []
     for r in rows:
-        auc = [f"{r['per_class_auc'][c]:.3f}" if r["per_class_auc"][c] is not None else "-" for c in classes]
+        auc = [number(r["per_class_auc"][c], 3) for c in classes]
         extra = r["total_samples"] - r["samples"]
-        body.append([r["run"], f"{r['test_macro_auc']:.4f}", f"{r['val_macro_auc']:.4f}", *auc, str(r["epochs"]),
+        body.append([r["run"], number(r["test_macro_auc"], 4), number(r["val_macro_auc"], 4), *auc, str(r["epochs"]),
                      str(r["best_epoch"]), f"{r['samples']:,}", f"{extra:,}" if extra else "-",
                      f"{r['total_samples']:,}", f"{r['effective_epochs']:.1f}", f"{r['wall_minutes']:.1f}"])
     if markdown:
@@ -75,13 +135,26 @@ def format_rows(rows: list[dict], markdown: bool) -> str:
                      for line in [head, *body])
 
 
-def main() -> None:
+def compare(run_dirs: list[Path], markdown: bool = False) -> str:
+    """The comparison table of the run dirs, followed by the small-test note when it applies."""
+    rows = [describe(d) for d in run_dirs]
+    check_comparable(rows)
+    note = small_test_note(rows[0])
+    return format_rows(rows, markdown) + (f"\n\n{note}" if note else "")
+
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dirs", type=Path, nargs="+", help="run dirs holding metrics.json")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    args = p.parse_args()
-    print(format_rows([describe(d) for d in args.run_dirs], args.markdown))
+    args = p.parse_args(argv)
+    try:
+        print(compare(args.run_dirs, args.markdown))
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

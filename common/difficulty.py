@@ -4,7 +4,7 @@ Scores (higher = harder), each computed on the same sliding-window evaluation as
   loss  mean binary cross-entropy over classes (cross-entropy for single-label data)
   el2n  L2 distance between predicted probabilities and the label vector (Paul et al., 2021)
 
-A model scores the records it was trained on optimistically; out_of_fold_scores trains one model
+A model scores the records it was trained on optimistically; out_of_fold_probs trains one model
 per patient-grouped fold of the training set and scores each fold with the model that never saw it.
 """
 from __future__ import annotations
@@ -16,12 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
-from common.checkpoint import check_compatible, load_checkpoint, load_model
-from common.datadir import atomic_file, load_meta, load_split, save_npy_atomic, write_json_atomic
+from common.checkpoint import CheckpointMismatchError, check_compatible, load_model
+from common.datadir import atomic_file, file_sha256, load_meta, load_split, save_npy_atomic, write_json_atomic
 from common.evaluate import per_record_loss, predict
-from common.pdd import DIFFICULTY_JSON, DIFFICULTY_NPY, build_stage
+from common.metrics import one_hot
+from common.pdd import DIFFICULTY_JSON, DIFFICULTY_NPY, build_stage, check_scores
 from common.splits import patient_folds
 from common.train import TrainConfig, train
 
@@ -31,10 +33,9 @@ SCORES = ("loss", "el2n")
 CHUNK_RECORDS = 1024
 
 
-def el2n(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
+def el2n(probs: np.ndarray, y: np.ndarray, multilabel: bool) -> np.ndarray:
     """Error L2-norm: ||p - y||_2 per record, with y one-hot encoded for single-label data."""
-    target = y if y.ndim == 2 else np.eye(probs.shape[1])[y]
-    return np.linalg.norm(probs - target, axis=1)
+    return np.linalg.norm(probs - one_hot(y, probs.shape[1], multilabel), axis=1)
 
 
 def scores_from(probs: np.ndarray, y: np.ndarray, multilabel: bool, score: str) -> np.ndarray:
@@ -42,8 +43,30 @@ def scores_from(probs: np.ndarray, y: np.ndarray, multilabel: bool, score: str) 
     if score == "loss":
         return per_record_loss(probs, y, multilabel)
     if score == "el2n":
-        return el2n(probs, y)
+        return el2n(probs, y, multilabel)
     raise ValueError(f"--score must be one of {SCORES}, got {score!r}")
+
+
+def check_options(score: str, oof: int, oof_dir: Path | None, oof_epochs: int | None, batch_size: int,
+                  device: str) -> None:
+    """Refuse impossible options before anything is read, naming every problem at once."""
+    problems = []
+    if score not in SCORES:
+        problems.append(f"--score must be one of {', '.join(SCORES)}, got {score!r}")
+    if batch_size < 1:
+        problems.append(f"--batch_size must be >= 1, got {batch_size}")
+    if oof < 0 or oof == 1:
+        problems.append(f"--oof must be 0 (off) or at least 2 folds, got {oof}")
+    if oof_epochs is not None and oof_epochs < 1:
+        problems.append(f"--oof_epochs must be >= 1, got {oof_epochs}")
+    if not oof and (oof_epochs is not None or oof_dir is not None):
+        problems.append("--oof_epochs and --oof_dir only apply with --oof K")
+    if device not in ("auto", "cpu", "cuda"):
+        problems.append(f"--device must be auto, cpu or cuda, got {device!r}")
+    elif device == "cuda" and not torch.cuda.is_available():
+        problems.append("--device cuda but this torch sees no CUDA device; use --device cpu")
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def resolve_device(device: str) -> torch.device:
@@ -51,29 +74,51 @@ def resolve_device(device: str) -> torch.device:
     return torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
 
 
-def predict_records(ckpt_path: Path, data_dir: Path, rows: np.ndarray | None, batch_size: int,
-                    device: torch.device) -> np.ndarray:
-    """Probabilities of X_train rows (all by default) under a checkpoint, evaluated as validation is."""
-    meta = load_meta(data_dir)
-    X, _ = load_split(data_dir, "train")
+def load_scorer(ckpt_path: Path, data_dir: Path, meta: dict, device: torch.device) -> tuple[nn.Module, dict]:
+    """The checkpoint's model, refused (naming the file) unless classes, input shape and task type are the data's."""
     model, ckpt = load_model(ckpt_path, device)
-    check_compatible(ckpt, meta["classes"], {"leads": len(meta["leads"]), "length": meta["length"], "fs": meta["fs"]})
-    rows = np.arange(len(X)) if rows is None else rows
+    try:
+        check_compatible(ckpt, meta["classes"], {"leads": len(meta["leads"]), "length": meta["length"],
+                                                 "fs": meta["fs"]})
+    except CheckpointMismatchError as e:
+        raise CheckpointMismatchError(f"{ckpt_path}: {e}") from None
+    if bool(ckpt["multilabel"]) != bool(meta["multilabel"]):
+        kinds = {True: "multi-label", False: "single-label"}
+        raise CheckpointMismatchError(
+            f"{ckpt_path} was trained on {kinds[bool(ckpt['multilabel'])]} data but {data_dir} is "
+            f"{kinds[bool(meta['multilabel'])]}; score with a checkpoint trained on this task")
+    return model, ckpt
+
+
+def warn_if_trained_elsewhere(ckpt: dict, ckpt_path: Path, meta: dict, data_dir: Path) -> None:
+    """Warn when the checkpoint was trained on other data than data_dir holds: records it never saw look harder."""
+    if (ckpt.get("data_fingerprint") or {}).get("dataset") != meta["fingerprint"]["dataset"]:
+        log.warning("warning: %s was trained on other data (%s) than %s holds now; the records it never trained on "
+                    "are scored as if it had, so they look harder than the rest. Score with a checkpoint trained on "
+                    "%s, or with --oof K", ckpt_path, ckpt.get("data_dir"), data_dir, data_dir)
+
+
+def predict_rows(model: nn.Module, ckpt: dict, X: np.ndarray, rows: np.ndarray, batch_size: int,
+                 device: torch.device) -> np.ndarray:
+    """Probabilities of the given rows of X under a checkpoint's model, evaluated as validation is."""
     chunks = []
     for start in tqdm(range(0, len(rows), CHUNK_RECORDS), desc="scoring", unit="chunk"):
         part = rows[start : start + CHUNK_RECORDS]
         chunks.append(predict(model, X[part], ckpt["normalisation"], ckpt["multilabel"],
                               ckpt["input_shape"]["window"], batch_size=batch_size, device=device))
-    return np.concatenate(chunks) if chunks else np.zeros((0, len(meta["classes"])), dtype=np.float32)
+    return np.concatenate(chunks) if chunks else np.zeros((0, len(ckpt["classes"])), dtype=np.float32)
 
 
-def out_of_fold_probs(ckpt_path: Path, data_dir: Path, k: int, work_dir: Path, epochs: int | None,
+def out_of_fold_probs(ckpt: dict, data_dir: Path, k: int, work_dir: Path, epochs: int | None,
                       batch_size: int, device: torch.device) -> np.ndarray:
     """Probabilities of every training record from a model trained, as the checkpoint's run was, without its fold."""
-    if k < 2:
-        raise ValueError(f"--oof needs at least 2 folds, got {k}")
     meta = load_meta(data_dir)
-    run_config = load_checkpoint(ckpt_path)["config"]
+    X, _ = load_split(data_dir, "train")
+    n_patients = len(set(map(str, meta["splits"]["train"]["patient_ids"])))
+    if k > n_patients:
+        raise ValueError(f"--oof {k} needs at least {k} patients in the training split of {data_dir}, "
+                         f"it has {n_patients}")
+    run_config = ckpt["config"]
     folds = patient_folds(meta["splits"]["train"]["patient_ids"], k, run_config.get("seed", 0))
     probs = np.zeros((len(folds), len(meta["classes"])), dtype=np.float32)
     for f in range(k):
@@ -86,25 +131,28 @@ def out_of_fold_probs(ckpt_path: Path, data_dir: Path, k: int, work_dir: Path, e
                       epochs=epochs or run_config["epochs"])
         log.info("out-of-fold %d/%d: training on %d records, scoring %d", f + 1, k, len(kept), len(held))
         train(TrainConfig(**config))
-        probs[held] = predict_records(fold_dir / "ckpt" / "best.pt", data_dir, held, batch_size, device)
+        model, fold_ckpt = load_model(fold_dir / "ckpt" / "best.pt", device)
+        probs[held] = predict_rows(model, fold_ckpt, X, held, batch_size, device)
     return probs
 
 
 def compute_difficulty(data_dir: Path, ckpt_path: Path, score: str = "loss", oof: int = 0,
                        oof_dir: Path | None = None, oof_epochs: int | None = None, batch_size: int = 512,
                        device: str = "auto") -> np.ndarray:
-    """Score every training record of data_dir and write difficulty.npy/.csv/.json into it; return the scores."""
-    if score not in SCORES:
-        raise ValueError(f"--score must be one of {SCORES}, got {score!r}")
+    """Score every training record of data_dir (options, data and checkpoint checked first), write
+    difficulty.npy/.csv/.json into it and return the scores."""
+    check_options(score, oof, oof_dir, oof_epochs, batch_size, device)
     torch_device = resolve_device(device)
-    y = np.load(data_dir / "y_train.npy")
-    multilabel = bool(load_meta(data_dir)["multilabel"])
+    meta = load_meta(data_dir)
+    X, y = load_split(data_dir, "train")
+    model, ckpt = load_scorer(ckpt_path, data_dir, meta, torch_device)
     if oof:
         oof_dir = oof_dir or data_dir.parent / f"{data_dir.name}_oof"
-        probs = out_of_fold_probs(ckpt_path, data_dir, oof, oof_dir, oof_epochs, batch_size, torch_device)
+        probs = out_of_fold_probs(ckpt, data_dir, oof, oof_dir, oof_epochs, batch_size, torch_device)
     else:
-        probs = predict_records(ckpt_path, data_dir, None, batch_size, torch_device)
-    scores = scores_from(probs, y, multilabel, score)
+        warn_if_trained_elsewhere(ckpt, ckpt_path, meta, data_dir)
+        probs = predict_rows(model, ckpt, X, np.arange(len(X)), batch_size, torch_device)
+    scores = scores_from(probs, y, bool(meta["multilabel"]), score)
     save_difficulty(data_dir, scores, {"score": score, "checkpoint": str(ckpt_path.resolve()),
                                        "out_of_fold": oof or None})
     return scores
@@ -118,11 +166,12 @@ def label_names(y: np.ndarray, classes: list[str]) -> list[str]:
 
 
 def save_difficulty(data_dir: Path, scores: np.ndarray, provenance: dict) -> None:
-    """Write difficulty.npy (row i scores X_train[i]), difficulty.csv for people, difficulty.json provenance."""
+    """Write difficulty.npy (row i scores X_train[i]), difficulty.csv, then difficulty.json (provenance and the
+    npy's SHA-256); non-finite scores are refused first."""
     meta = load_meta(data_dir)
-    y = np.load(data_dir / "y_train.npy")
-    if len(scores) != len(y):
-        raise ValueError(f"{len(scores)} scores for {len(y)} training rows")
+    _, y = load_split(data_dir, "train")
+    check_scores(np.asarray(scores), len(y), f"the scores of {data_dir} by {provenance.get('checkpoint')}",
+                 "check those records of X_train for NaN/Inf values, or the checkpoint for NaN weights")
     with atomic_file(data_dir / "difficulty.csv") as f:
         writer = csv.writer(f)
         writer.writerow(["row", "record_id", "labels", "score"])
@@ -133,5 +182,5 @@ def save_difficulty(data_dir: Path, scores: np.ndarray, provenance: dict) -> Non
     write_json_atomic(
         data_dir / DIFFICULTY_JSON,
         {**provenance, "data_fingerprint": meta["fingerprint"]["dataset"], "n_train": int(len(scores)),
-         "mean": float(scores.mean()), "std": float(scores.std())},
+         "sha256": file_sha256(data_dir / DIFFICULTY_NPY), "mean": float(scores.mean()), "std": float(scores.std())},
     )

@@ -3,17 +3,26 @@
 Files (PIPELINE.md): the data dir holds difficulty.npy + difficulty.json (written by
 compute_difficulty.py); pdd_split.py writes splits.json and {easy,medium,hard}_idx.npy; each
 stage folder is a complete data dir whose val/test arrays are links to the source's.
+difficulty.json and splits.json record the SHA-256 of the arrays written with them, so a set mixed from two
+runs (one interrupted between its renames) is refused instead of used.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from common.datadir import SPLITS, fingerprint_arrays, load_meta, save_npy_atomic, staged_output_dir, write_json_atomic
+from common.datadir import (SPLITS, file_sha256, fingerprint_arrays, load_meta, load_npy, load_split,
+                            staged_output_dir, write_json_atomic)
+from common.metrics import one_hot
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger("pdd")
 
@@ -21,11 +30,27 @@ BUCKETS = ("easy", "medium", "hard")
 DIFFICULTY_NPY = "difficulty.npy"
 DIFFICULTY_JSON = "difficulty.json"
 SPLITS_JSON = "splits.json"
+HISTOGRAM_PNG = "difficulty_hist.png"
 STAGE_MODES = ("cumulative", "disjoint")
+BUCKET_COLOURS = ("#55a868", "#dd8452", "#c44e52")
 
 
 class StaleInputError(ValueError):
     """An input made from other data than the data dir holds now; the message names the command to re-run."""
+
+
+def load_json(path: Path, fix: str, keys: tuple[str, ...] = ()) -> dict:
+    """A JSON object holding `keys`; a missing, truncated or foreign file raises naming it and `fix`."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; {fix}")
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); {fix}") from None
+    missing = [key for key in keys if not isinstance(content, dict) or key not in content]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}; {fix}")
+    return content
 
 
 def made_from(meta: dict, data_fingerprint: str | None, n_train: int) -> bool:
@@ -33,19 +58,35 @@ def made_from(meta: dict, data_fingerprint: str | None, n_train: int) -> bool:
     return data_fingerprint == meta["fingerprint"]["dataset"] and n_train == meta["counts"]["train"]
 
 
+def check_scores(scores: np.ndarray, n_train: int, source: str, fix: str) -> None:
+    """Refuse scores that are not one finite number per training row, naming `source` and `fix`."""
+    if scores.ndim != 1 or scores.dtype.kind not in "fiu" or len(scores) != n_train:
+        raise ValueError(f"{source} must hold one number per training row ({n_train}), got {scores.dtype} "
+                         f"shape {scores.shape}; {fix}")
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if len(bad):
+        raise ValueError(f"{source}: {len(bad)} of {n_train} scores are NaN or infinite (rows "
+                         f"{', '.join(map(str, bad[:5]))}{', ...' if len(bad) > 5 else ''}); {fix}")
+
+
 def load_difficulty(data_dir: Path) -> tuple[np.ndarray, dict]:
-    """Scores of X_train rows and their provenance, refused when they were computed on other data."""
+    """Scores of X_train rows and their provenance; refused when made from other data, mixed or not finite."""
     npy, info_path = data_dir / DIFFICULTY_NPY, data_dir / DIFFICULTY_JSON
-    if not npy.is_file() or not info_path.is_file():
+    fix = f"re-run compute_difficulty.py --data_dir {data_dir}"
+    if not npy.is_file():
         raise FileNotFoundError(f"{npy} not found; run compute_difficulty.py --data_dir {data_dir} first")
-    info = json.loads(info_path.read_text())
+    info = load_json(info_path, fix)
     meta = load_meta(data_dir)
-    scores = np.load(npy)
+    scores = load_npy(npy)
     if not made_from(meta, info.get("data_fingerprint"), len(scores)):
         raise StaleInputError(
             f"{npy} was computed on other data than {data_dir} holds now ({len(scores)} scores, "
-            f"{meta['counts']['train']} train rows); re-run compute_difficulty.py --data_dir {data_dir}"
+            f"{meta['counts']['train']} train rows); {fix}"
         )
+    if info.get("sha256") != file_sha256(npy):
+        raise StaleInputError(f"{npy} is not the file {info_path} describes (written by another or an "
+                              f"interrupted run); {fix}")
+    check_scores(scores, meta["counts"]["train"], str(npy), fix)
     return scores, info
 
 
@@ -56,6 +97,13 @@ def strata(y: np.ndarray) -> np.ndarray:
     counts = y.sum(axis=0)
     rarity = np.where(y > 0, counts[None, :], np.inf)
     return np.where(y.any(axis=1), rarity.argmin(axis=1), -1)
+
+
+def check_fractions(fractions: tuple[float, ...]) -> None:
+    """Refuse --fractions other than three finite positive relative sizes."""
+    if len(fractions) != 3 or not all(math.isfinite(f) and f > 0 for f in fractions):
+        raise ValueError(f"--fractions needs three finite positive numbers, the relative sizes of easy, medium and "
+                         f"hard (e.g. 1 1 1 for thirds), got {' '.join(map(str, fractions))}")
 
 
 def bucket_rows(scores: np.ndarray, fractions: tuple[float, float, float]) -> np.ndarray:
@@ -70,34 +118,40 @@ def bucket_rows(scores: np.ndarray, fractions: tuple[float, float, float]) -> np
 def assign_buckets(
     scores: np.ndarray, y: np.ndarray, fractions: tuple[float, float, float], per_class: bool
 ) -> np.ndarray:
-    """Bucket per row by score quantiles, over all rows or within each record's class so no bucket loses a class."""
-    if len(fractions) != 3 or min(fractions) <= 0:
-        raise ValueError(f"--fractions needs three positive numbers (easy medium hard), got {fractions}")
-    if not per_class:
-        return bucket_rows(scores, fractions)
-    bucket = np.empty(len(scores), dtype=np.int64)
-    groups = strata(y)
-    for group in np.unique(groups):
-        rows = np.flatnonzero(groups == group)
-        bucket[rows] = bucket_rows(scores[rows], fractions)
+    """Bucket per row by score quantiles, over all rows or within each record's class; no bucket may be empty."""
+    check_fractions(fractions)
+    if per_class:
+        bucket = np.empty(len(scores), dtype=np.int64)
+        groups = strata(y)
+        for group in np.unique(groups):
+            rows = np.flatnonzero(groups == group)
+            bucket[rows] = bucket_rows(scores[rows], fractions)
+    else:
+        bucket = bucket_rows(scores, fractions)
+    empty = [name for b, name in enumerate(BUCKETS) if not (bucket == b).any()]
+    if empty:
+        raise ValueError(f"--fractions {' '.join(map(str, fractions))} leave the {' and '.join(empty)} bucket empty "
+                         f"on {len(scores)} training records; give every bucket a larger share")
     return bucket
 
 
 def class_balance(y: np.ndarray, rows: np.ndarray, classes: list[str]) -> dict[str, int]:
     """Positives per class among the given rows."""
-    onehot = y if y.ndim == 2 else np.eye(len(classes))[y]
+    onehot = one_hot(y, len(classes), multilabel=y.ndim == 2)
     return dict(zip(classes, onehot[rows].sum(axis=0).astype(int).tolist()))
 
 
 def upper_edges(scores: np.ndarray, bucket: np.ndarray) -> list[float]:
-    """Highest score of the easy and of the medium bucket: the thresholds a global split used."""
-    return [float(scores[bucket == b].max()) if (bucket == b).any() else float("nan") for b in (0, 1)]
+    """Highest score of the easy and of the medium bucket (each non-empty): the thresholds a global split used."""
+    return [float(scores[bucket == b].max()) for b in (0, 1)]
 
 
 def class_thresholds(scores: np.ndarray, bucket: np.ndarray, y: np.ndarray, classes: list[str]) -> dict:
-    """Per-class upper edges of the easy and medium buckets, for a split made within each record's class."""
+    """Per-class upper edges of the easy and medium buckets (null where a small class left one empty)."""
     groups = strata(y)
-    return {classes[g]: upper_edges(scores[groups == g], bucket[groups == g]) for g in np.unique(groups) if g >= 0}
+    return {classes[g]: [float(scores[(groups == g) & (bucket == b)].max())
+                         if ((groups == g) & (bucket == b)).any() else None for b in (0, 1)]
+            for g in np.unique(groups) if g >= 0}
 
 
 def split_summary(scores: np.ndarray, bucket: np.ndarray, y: np.ndarray, classes: list[str]) -> dict:
@@ -107,8 +161,8 @@ def split_summary(scores: np.ndarray, bucket: np.ndarray, y: np.ndarray, classes
         rows = np.flatnonzero(bucket == b)
         summary[name] = {
             "count": int(len(rows)),
-            "score_min": float(scores[rows].min()) if len(rows) else None,
-            "score_max": float(scores[rows].max()) if len(rows) else None,
+            "score_min": float(scores[rows].min()),
+            "score_max": float(scores[rows].max()),
             "class_balance": class_balance(y, rows, classes),
         }
     return summary
@@ -127,22 +181,40 @@ def format_table(summary: dict, classes: list[str]) -> str:
     return "\n".join(lines)
 
 
-def plot_histogram(scores: np.ndarray, thresholds: list[float], path: Path, title: str) -> None:
-    """Histogram of the scores with the bucket thresholds marked, saved as PNG."""
+def histogram_figure(scores: np.ndarray, bucket: np.ndarray, thresholds: list[float] | None,
+                     title: str) -> Figure:
+    """Scores stacked by bucket, named in a legend above the axes (never over the bars or each other); log score axis
+    when the scores are positive and span over a decade; a global split's thresholds dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.hist(scores, bins=60, color="#4c72b0")
-    for t, name in zip(thresholds, ("easy | medium", "medium | hard")):
-        ax.axvline(t, color="#c44e52", linestyle="--")
-        ax.text(t, ax.get_ylim()[1] * 0.95, f" {name}", color="#c44e52", va="top")
-    ax.set_xlabel("difficulty score (higher = harder)")
+    low, high = float(scores.min()), float(scores.max())
+    log_axis = low > 0 and high > 10 * low
+    bins = np.geomspace(low, high, 61) if log_axis else np.linspace(low, max(high, low + 1e-9), 61)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    ax.hist([scores[bucket == b] for b in range(len(BUCKETS))], bins=bins, stacked=True, color=BUCKET_COLOURS,
+            label=[f"{name}: {int((bucket == b).sum()):,} records, scores {scores[bucket == b].min():.3g} to "
+                   f"{scores[bucket == b].max():.3g}" for b, name in enumerate(BUCKETS)])
+    for t in thresholds or []:
+        ax.axvline(t, color="#333333", linestyle="--", linewidth=1)
+    if log_axis:
+        ax.set_xscale("log")
+    ax.set_xlabel("difficulty score (higher = harder)" + (", log scale" if log_axis else ""))
     ax.set_ylabel("training records")
-    ax.set_title(title)
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), frameon=False, fontsize=9)
+    ax.set_title(title, loc="right", fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def plot_histogram(scores: np.ndarray, bucket: np.ndarray, thresholds: list[float] | None, path: Path,
+                   title: str) -> None:
+    """histogram_figure saved as PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = histogram_figure(scores, bucket, thresholds, title)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -150,16 +222,14 @@ def plot_histogram(scores: np.ndarray, thresholds: list[float], path: Path, titl
 def split_difficulty(
     data_dir: Path, out_dir: Path, fractions: tuple[float, float, float] = (1, 1, 1), per_class: bool = False
 ) -> dict:
-    """Write splits.json, the three index files and a histogram; return the splits.json content."""
+    """Write splits.json, the three index files and a histogram once every input is checked; return splits.json."""
     scores, info = load_difficulty(data_dir)
     meta = load_meta(data_dir)
-    y = np.load(data_dir / "y_train.npy")
+    y = load_npy(data_dir / "y_train.npy")
+    if len(y) != len(scores):
+        raise StaleInputError(f"{data_dir / 'y_train.npy'} has {len(y)} rows but meta.json says "
+                              f"{len(scores)}; re-run preprocess.py for {data_dir}")
     bucket = assign_buckets(scores, y, fractions, per_class)
-    summary = split_summary(scores, bucket, y, meta["classes"])
-    thresholds = upper_edges(scores, bucket)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for b, name in enumerate(BUCKETS):
-        save_npy_atomic(out_dir / f"{name}_idx.npy", np.flatnonzero(bucket == b).astype(np.int64))
     result = {
         "data_dir": str(data_dir.resolve()),
         "data_fingerprint": meta["fingerprint"]["dataset"],
@@ -168,20 +238,79 @@ def split_difficulty(
         "checkpoint": info.get("checkpoint"),
         "fractions": [float(f) for f in fractions],
         "per_class": per_class,
-        "thresholds": thresholds,
+        "thresholds": upper_edges(scores, bucket),
         "class_thresholds": class_thresholds(scores, bucket, y, meta["classes"]) if per_class else None,
-        "buckets": summary,
+        "buckets": split_summary(scores, bucket, y, meta["classes"]),
     }
-    write_json_atomic(out_dir / SPLITS_JSON, result)
-    plot_histogram(scores, thresholds, out_dir / "difficulty_hist.png", f"difficulty ({info.get('score')})")
+    title = f"difficulty ({info.get('score')})" + (", buckets per class" if per_class else "")
+    return write_split_files(out_dir, bucket, result, scores, title)
+
+
+def write_split_files(out_dir: Path, bucket: np.ndarray, result: dict, scores: np.ndarray, title: str) -> dict:
+    """Write the index files, histogram and splits.json (with the index files' SHA-256) into a staged out_dir/.split,
+    then move them into out_dir, splits.json last; what a killed run left there is cleared by the next."""
+    names = [f"{name}_idx.npy" for name in BUCKETS]
+    staging = out_dir / ".split"
+    with staged_output_dir(staging) as tmp:
+        for b, name in enumerate(names):
+            np.save(tmp / name, np.flatnonzero(bucket == b).astype(np.int64))
+        result = {**result, "sha256": {name: file_sha256(tmp / name) for name in names}}
+        plot_histogram(scores, bucket, None if result["per_class"] else result["thresholds"], tmp / HISTOGRAM_PNG,
+                       title)
+        write_json_atomic(tmp / SPLITS_JSON, result)
+    for name in [*names, HISTOGRAM_PNG, SPLITS_JSON]:
+        os.replace(staging / name, out_dir / name)
+    staging.rmdir()
     return result
 
 
-def stage_rows(split_dir: Path, mode: str) -> list[np.ndarray]:
+def check_splits_current(data_dir: Path, split_dir: Path) -> dict:
+    """splits.json of split_dir, refused when it was made from other data than data_dir holds now."""
+    path = split_dir / SPLITS_JSON
+    splits = load_json(path, f"run pdd_split.py --out_dir {split_dir}",
+                       ("data_fingerprint", "n_train", "buckets", "sha256", "score", "checkpoint", "thresholds"))
+    meta = load_meta(data_dir)
+    if not made_from(meta, splits["data_fingerprint"], splits["n_train"]):
+        raise StaleInputError(
+            f"{path} was made from other data than {data_dir} holds now; re-run "
+            f"compute_difficulty.py --data_dir {data_dir} and then pdd_split.py"
+        )
+    return splits
+
+
+def load_buckets(split_dir: Path, splits: dict) -> dict[str, np.ndarray]:
+    """The index files, checked against splits.json: its SHA-256 and counts, rows of X_train, each in one bucket."""
+    fix = f"re-run pdd_split.py --out_dir {split_dir}"
+    n_train, rows = splits["n_train"], {}
+    for name in BUCKETS:
+        path = split_dir / f"{name}_idx.npy"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found; {fix}")
+        if file_sha256(path) != splits["sha256"].get(path.name):
+            raise StaleInputError(f"{path} is not the file {split_dir / SPLITS_JSON} describes (written by another "
+                                  f"or an interrupted run); {fix}")
+        idx = load_npy(path)
+        count = splits["buckets"].get(name, {}).get("count")
+        if idx.ndim != 1 or idx.dtype.kind not in "iu" or len(idx) != count or not len(idx):
+            raise ValueError(f"{path} must hold the {count} row numbers {SPLITS_JSON} counts for {name} (at least "
+                             f"one), got {idx.dtype} shape {idx.shape}; {fix}")
+        if idx.min() < 0 or idx.max() >= n_train:
+            raise ValueError(f"{path} holds rows outside 0..{n_train - 1} (X_train has {n_train}); {fix}")
+        if len(np.unique(idx)) != len(idx):
+            raise ValueError(f"{path} lists a row more than once; {fix}")
+        rows[name] = idx
+    together = np.concatenate(list(rows.values()))
+    if len(np.unique(together)) != len(together) or len(together) != n_train:
+        raise ValueError(f"{split_dir}/{{{','.join(BUCKETS)}}}_idx.npy must put each of the {n_train} training rows "
+                         f"in exactly one bucket; {fix}")
+    return rows
+
+
+def stage_rows(buckets: dict[str, np.ndarray], mode: str) -> list[np.ndarray]:
     """Train rows of each stage: cumulative (easy, +medium, +hard) or disjoint (easy, medium, hard)."""
     if mode not in STAGE_MODES:
         raise ValueError(f"--mode must be one of {STAGE_MODES}, got {mode!r}")
-    parts = [np.load(split_dir / f"{name}_idx.npy") for name in BUCKETS]
+    parts = [buckets[name] for name in BUCKETS]
     if mode == "disjoint":
         return [np.sort(p) for p in parts]
     return [np.sort(np.concatenate(parts[: k + 1])) for k in range(len(parts))]
@@ -199,26 +328,11 @@ def link_file(src: Path, dst: Path) -> str:
 
 def write_subset(src: Path, dst: Path, rows: np.ndarray, chunk: int = 2048) -> None:
     """Write the given rows of an .npy array to a new .npy file, in chunks through memory maps."""
-    source = np.load(src, mmap_mode="r")
+    source = load_npy(src, mmap_mode="r")
     out = np.lib.format.open_memmap(dst, mode="w+", dtype=source.dtype, shape=(len(rows),) + source.shape[1:])
     for start in range(0, len(rows), chunk):
         out[start : start + chunk] = source[rows[start : start + chunk]]
     out.flush()
-
-
-def check_splits_current(data_dir: Path, split_dir: Path) -> dict:
-    """splits.json of split_dir, refused when it was made from other data than data_dir holds now."""
-    path = split_dir / SPLITS_JSON
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; run pdd_split.py first")
-    splits = json.loads(path.read_text())
-    meta = load_meta(data_dir)
-    if not made_from(meta, splits["data_fingerprint"], splits["n_train"]):
-        raise StaleInputError(
-            f"{path} was made from other data than {data_dir} holds now; re-run "
-            f"compute_difficulty.py --data_dir {data_dir} and then pdd_split.py"
-        )
-    return splits
 
 
 def build_stage(data_dir: Path, stage_dir: Path, rows: np.ndarray, stage_info: dict) -> dict:
@@ -253,11 +367,13 @@ def generate_stages(
     data_dir: Path, split_dir: Path, out_root: Path, mode: str = "cumulative",
     stage_epochs: tuple[int, ...] = (10, 10, 10),
 ) -> list[Path]:
-    """Build stage1..3 under out_root; each stage's meta.json records its rows, scores and epoch plan."""
+    """Build stage1..3 under out_root once every input is checked; each meta.json records rows, scores, epoch plan."""
+    if len(stage_epochs) != len(BUCKETS) or min(stage_epochs) < 1:
+        raise ValueError(f"--stage_epochs needs {len(BUCKETS)} positive numbers, got {list(stage_epochs)}")
     splits = check_splits_current(data_dir, split_dir)
-    all_rows = stage_rows(split_dir, mode)
-    if len(stage_epochs) != len(all_rows) or min(stage_epochs) < 1:
-        raise ValueError(f"--stage_epochs needs {len(all_rows)} positive numbers, got {list(stage_epochs)}")
+    all_rows = stage_rows(load_buckets(split_dir, splits), mode)
+    for split in SPLITS:
+        load_split(data_dir, split)  # a truncated array is refused, naming it, before any stage is built
     total = int(sum(stage_epochs))
     stage_dirs = []
     for k, rows in enumerate(all_rows, start=1):
@@ -271,4 +387,3 @@ def generate_stages(
         log.info("%s: %d train rows (%s)", stage_dir, len(rows), "+".join(info["buckets"]))
         stage_dirs.append(stage_dir)
     return stage_dirs
-

@@ -80,3 +80,49 @@ def tiny_make_data_dir(tmp_path: Path) -> Callable[..., Path]:
 def tiny_data_dir(tiny_make_data_dir: Callable[..., Path]) -> Path:
     """A tiny multi-label data dir: 3 classes, 12 leads, 50 Hz, 200 samples, 96/48/48 records."""
     return tiny_make_data_dir("tiny_data")
+
+
+# Helpers shared by the PDD, difficulty and experiment tests: import them with `from conftest import ...`.
+import csv  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:
+    from common.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_TRAIN = dict(batch_size=16, lr=1e-2, window_seconds=2.0, width=8, stages=2, blocks=1, kernel_size=5, threads=1)
+
+
+def tiny_train_config(data_dir: Path, ckpt_dir: Path, **overrides: object) -> TrainConfig:
+    """A TrainConfig for a tiny model (TINY_TRAIN), 4 epochs unless overridden."""
+    from common.train import TrainConfig
+
+    return TrainConfig(**{"data_dir": str(data_dir), "ckpt_dir": str(ckpt_dir), "epochs": 4, **TINY_TRAIN,
+                          **overrides})
+
+
+def run_repo_script(script: str, *args: object, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run a script of the repository (path relative to its root) as a user would; output captured as text."""
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def history_rows(run_dir: Path) -> list[dict]:
+    """history.csv of a run dir as dicts of strings."""
+    with open(run_dir / "history.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def with_preprocess_meta(data_dir: Path) -> Path:
+    """Add to a tiny data dir the meta.json entries preprocess.py writes and later stages read: counts, class
+    counts, record and patient ids per split (two records per patient)."""
+    meta = json.loads((data_dir / "meta.json").read_text())
+    counts = {split: len(np.load(data_dir / f"y_{split}.npy")) for split in ("train", "val", "test")}
+    meta.update(counts=counts, class_counts={split: {} for split in counts},
+                splits={split: {"record_ids": [f"{split}{i}" for i in range(n)],
+                                "patient_ids": [f"p{split}{i // 2}" for i in range(n)]} for split, n in counts.items()})
+    write_json_atomic(data_dir / "meta.json", meta)
+    return data_dir

@@ -14,31 +14,20 @@ import torch
 from tqdm import tqdm
 
 from common.checkpoint import load_checkpoint
-from common.datadir import SPLITS, write_json_atomic
+from common.datadir import write_json_atomic
 from common.metrics import write_history_csv
 from common.model import build_model
 from common.online_pdd import Plan, scoring_logits, srd_count, true_label_prob
-from common.train import ConfigError, Dist, StopFlag, TrainConfig, TrainState, train, train_epoch
+from common.train import ConfigError, Dist, StopFlag, TrainState, train, train_epoch
+from conftest import ROOT, TINY_TRAIN, history_rows, tiny_train_config, with_preprocess_meta
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import pdd_experiment  # noqa: E402
 
-TINY = dict(batch_size=16, lr=1e-2, window_seconds=2.0, width=8, stages=2, blocks=1, kernel_size=5, threads=1)
-
-
-def tiny_config(data_dir: Path, ckpt_dir: Path, **overrides: object) -> TrainConfig:
-    return TrainConfig(**{"data_dir": str(data_dir), "ckpt_dir": str(ckpt_dir), "epochs": 4, **TINY, **overrides})
-
-
-def history(run_dir: Path) -> list[dict]:
-    with open(run_dir / "history.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
 
 def column(run_dir: Path, name: str) -> list[int]:
-    return [int(row[name]) for row in history(run_dir)]
+    return [int(row[name]) for row in history_rows(run_dir)]
 
 
 def fit_one_batch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, threshold: float,
@@ -47,8 +36,8 @@ def fit_one_batch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, thre
     model.register_forward_hook(lambda m, args, out: seen.append(args[0]) if torch.is_grad_enabled() else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     state = TrainState()
-    train_epoch(model, optimizer, torch.amp.GradScaler("cpu", enabled=False), [(0, x, y)], lambda b: 1e-3, True, None,
-                Dist(torch.device("cpu")), StopFlag(), state, tqdm(disable=True), threshold)
+    train_epoch(model, optimizer, torch.amp.GradScaler("cpu", enabled=False), [(0, x, y)], 1, lambda b: 1e-3, True,
+                None, Dist(torch.device("cpu")), StopFlag(), state, tqdm(disable=True), threshold)
     return state
 
 
@@ -77,14 +66,22 @@ def test_dbpd_backpropagates_exactly_the_hard_records_of_a_batch() -> None:
     assert state.samples_backpropagated == len(hard) and state.scoring_forward_samples == 16
 
 
-def test_an_all_easy_batch_back_propagates_nothing_and_scoring_changes_no_buffer() -> None:
+def test_a_batch_easy_at_the_threshold_back_propagates_nothing_and_scoring_changes_no_buffer() -> None:
     torch.manual_seed(0)
     model = build_model(n_classes=3, width=8, stages=2, blocks=1, kernel_size=5).train()
     x, y = torch.randn(8, 12, 100), (torch.rand(8, 3) < 0.4).float()
+    with torch.no_grad():
+        p = torch.sigmoid(copy.deepcopy(model)(x)).numpy()
+    by_hand = np.array([min(p[i, k] if y[i, k] else 1 - p[i, k] for k in range(3)) for i in range(8)])
+    lowest, second = np.sort(by_hand)[:2]
+    assert 0.1 < lowest < second  # thresholds near the batch's own probabilities, not a bound no record can miss
+    one_hard: list[torch.Tensor] = []
+    fit_one_batch(copy.deepcopy(model), x, y, float(lowest + second) / 2, one_hard)
+    assert len(one_hard) == 1 and torch.equal(one_hard[0], x[[int(np.argmin(by_hand))]])
     before = copy.deepcopy(model.state_dict())
     assert torch.equal(scoring_logits(model, x, None), copy.deepcopy(model)(x).detach())
     seen: list[torch.Tensor] = []
-    state = fit_one_batch(model, x, y, 0.0, seen)
+    state = fit_one_batch(model, x, y, float(lowest) * 0.999, seen)
     assert seen == [] and state.samples_backpropagated == 0 and state.scoring_forward_samples == 8
     assert all(torch.equal(value, model.state_dict()[name]) for name, value in before.items())
 
@@ -100,7 +97,7 @@ def test_srd_counts_and_revision_epochs() -> None:
 
 
 def test_srd_run_keeps_gamma_fractions_then_revises_on_all(tiny_data_dir: Path, tmp_path: Path) -> None:
-    report = train(tiny_config(tiny_data_dir, tmp_path / "srd", pdd="srd", pdd_gamma=0.5, revision_frac=0.25))
+    report = train(tiny_train_config(tiny_data_dir, tmp_path / "srd", pdd="srd", pdd_gamma=0.5, revision_frac=0.25))
     assert column(tmp_path / "srd", "epoch_backpropagated") == [96, 48, 24, 96]
     assert column(tmp_path / "srd", "samples_backpropagated") == [96, 144, 168, 264]
     assert report["samples_backpropagated"] == 264 and report["effective_epochs"] == 264 / 96
@@ -108,7 +105,8 @@ def test_srd_run_keeps_gamma_fractions_then_revises_on_all(tiny_data_dir: Path, 
 
 
 def test_dbpd_run_counts_add_up(tiny_data_dir: Path, tmp_path: Path) -> None:
-    report = train(tiny_config(tiny_data_dir, tmp_path / "dbpd", pdd="dbpd", pdd_threshold=0.6, revision_frac=0.25))
+    report = train(tiny_train_config(tiny_data_dir, tmp_path / "dbpd", pdd="dbpd", pdd_threshold=0.6,
+                                     revision_frac=0.25))
     kept = column(tmp_path / "dbpd", "epoch_backpropagated")
     assert kept[-1] == 96 and all(0 <= k <= 96 for k in kept) and sum(kept[:-1]) < 3 * 96
     assert column(tmp_path / "dbpd", "samples_backpropagated") == np.cumsum(kept).tolist()
@@ -129,7 +127,8 @@ def fake_dbpd_run(run_dir: Path, kept: list[int], train_records: int = 96) -> Pa
 
 def test_smrd_keeps_the_dbpd_runs_counts(tiny_data_dir: Path, tmp_path: Path) -> None:
     match = fake_dbpd_run(tmp_path / "dbpd", [50, 30, 0, 96])
-    report = train(tiny_config(tiny_data_dir, tmp_path / "smrd", pdd="smrd", pdd_match=str(match), revision_frac=0.25))
+    report = train(tiny_train_config(tiny_data_dir, tmp_path / "smrd", pdd="smrd", pdd_match=str(match),
+                                     revision_frac=0.25))
     assert column(tmp_path / "smrd", "epoch_backpropagated") == [50, 30, 0, 96]
     assert report["samples_backpropagated"] == 176 and report["scoring_forward_samples"] == 0
 
@@ -143,39 +142,28 @@ def test_smrd_refuses_a_run_dir_that_does_not_match(tiny_data_dir: Path, tmp_pat
     if problem == "not dbpd":
         write_json_atomic(match / "metrics.json", {"pdd": {"mode": "srd"}})
     with pytest.raises(ConfigError, match="pass --pdd_match the run dir of a finished --pdd dbpd run"):
-        train(tiny_config(tiny_data_dir, tmp_path / "smrd", pdd="smrd", pdd_match=str(match)))
+        train(tiny_train_config(tiny_data_dir, tmp_path / "smrd", pdd="smrd", pdd_match=str(match)))
     with pytest.raises(ConfigError, match="--pdd smrd needs --pdd_match"):
-        train(tiny_config(tiny_data_dir, tmp_path / "smrd", pdd="smrd"))
+        train(tiny_train_config(tiny_data_dir, tmp_path / "smrd", pdd="smrd"))
 
 
 @pytest.mark.parametrize("options", [dict(pdd="srd", pdd_gamma=0.6), dict(pdd="dbpd", pdd_threshold=0.6)])
 def test_two_plus_two_epochs_equal_four(tiny_data_dir: Path, tmp_path: Path, options: dict) -> None:
-    train(tiny_config(tiny_data_dir, tmp_path / "full", **options))
-    assert train(tiny_config(tiny_data_dir, tmp_path / "split", stop_after_epoch=2, **options)) is None
-    train(tiny_config(tiny_data_dir, tmp_path / "split", resume=str(tmp_path / "split" / "last.pt"), **options))
+    train(tiny_train_config(tiny_data_dir, tmp_path / "full", **options))
+    assert train(tiny_train_config(tiny_data_dir, tmp_path / "split", stop_after_epoch=2, **options)) is None
+    train(tiny_train_config(tiny_data_dir, tmp_path / "split", resume=str(tmp_path / "split" / "last.pt"), **options))
     full, split = (load_checkpoint(tmp_path / run / "last.pt") for run in ("full", "split"))
     assert all(torch.equal(tensor, split["model"][name]) for name, tensor in full["model"].items())
     for key in ("epoch", "samples_backpropagated", "scoring_forward_samples"):
         assert full["state"][key] == split["state"][key]
     for name in ("val_loss", "epoch_backpropagated", "scoring_forward_samples"):
-        assert [r[name] for r in history(tmp_path / "full")] == [r[name] for r in history(tmp_path / "split")]
-
-
-def with_preprocess_meta(data_dir: Path) -> Path:
-    """Add the meta.json entries preprocess.py writes and staged PDD reads: counts, class counts, record ids."""
-    meta = json.loads((data_dir / "meta.json").read_text())
-    counts = {split: len(np.load(data_dir / f"y_{split}.npy")) for split in SPLITS}
-    meta.update(counts=counts, class_counts={split: {} for split in SPLITS},
-                splits={split: {"record_ids": [f"{split}{i}" for i in range(n)],
-                                "patient_ids": [f"p{split}{i}" for i in range(n)]} for split, n in counts.items()})
-    write_json_atomic(data_dir / "meta.json", meta)
-    return data_dir
+        assert [r[name] for r in history_rows(tmp_path / "full")] == [r[name] for r in history_rows(tmp_path / "split")]
 
 
 def test_experiment_runner_end_to_end_and_rerun_skips(tiny_data_dir: Path, tmp_path: Path, capsys) -> None:
     data, out = with_preprocess_meta(tiny_data_dir), tmp_path / "experiment"
     argv = ["--data_dir", str(data), "--out_dir", str(out), "--seeds", "0", "--epochs", "3",
-            *[f"--{k}={v}" for k, v in TINY.items()], "--revision_frac", "0.34"]
+            *[f"--{k}={v}" for k, v in TINY_TRAIN.items()], "--revision_frac", "0.34"]
     markdown = pdd_experiment.main(argv)
     for variant in pdd_experiment.VARIANTS:
         assert f"| {variant} |" in markdown

@@ -1,18 +1,24 @@
-"""pdd_split.py and pdd_folder_generator.py: bucket sizes, class balance, stage contents, links, staleness."""
+"""pdd_split.py and pdd_folder_generator.py: bucket sizes, class balance, stage contents, links, staleness; bad
+scores, fractions and files refused before anything is written; killed runs recovered by the same command."""
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
+import matplotlib.text
 import numpy as np
 import pytest
 
 from common import pdd
+from common.datadir import file_sha256
 from common.preprocess import PreprocessConfig, preprocess
 from common.difficulty import save_difficulty
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, run_repo_script
 
 
 @pytest.fixture()
@@ -25,11 +31,6 @@ def scored_dir(sample_dir, tmp_path) -> Path:
     return data
 
 
-def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run a top-level script from cwd as a user would."""
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, capture_output=True, text=True)
-
-
 def test_bucket_rows_exact_sizes_and_order():
     scores = np.array([5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.0, 4.0, 6.0])
     bucket = pdd.bucket_rows(scores, (1, 1, 1))
@@ -40,7 +41,7 @@ def test_bucket_rows_exact_sizes_and_order():
 
 def test_split_writes_buckets_table_and_histogram(scored_dir, tmp_path):
     out = tmp_path / "pdd"
-    result = run("pdd_split.py", "--data_dir", str(scored_dir), "--out_dir", str(out), cwd=tmp_path)
+    result = run_repo_script("pdd_split.py", "--data_dir", str(scored_dir), "--out_dir", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "easy" in result.stdout and "hard" in result.stdout
     scores = np.load(scored_dir / "difficulty.npy")
@@ -76,7 +77,7 @@ def inode(path: Path) -> int:
 def test_cumulative_stages_link_and_subset(scored_dir, tmp_path):
     out = tmp_path / "pdd"
     pdd.split_difficulty(scored_dir, out)
-    result = run("pdd_folder_generator.py", "--data_dir", str(scored_dir), "--split_dir", str(out),
+    result = run_repo_script("pdd_folder_generator.py", "--data_dir", str(scored_dir), "--split_dir", str(out),
                  "--out_dir", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "--resume pdd_ckpt/stage2/last.pt" in result.stdout
@@ -117,7 +118,7 @@ def test_rerun_is_idempotent(scored_dir, tmp_path):
     pdd.split_difficulty(scored_dir, out)
     pdd.generate_stages(scored_dir, out, out)
     assert {k: json.loads((out / f"stage{k}" / "meta.json").read_text())["fingerprint"] for k in (1, 2, 3)} == first
-    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+    assert hidden(out) == []
 
 
 def test_stale_inputs_are_refused(sample_dir, scored_dir, tmp_path):
@@ -130,9 +131,209 @@ def test_stale_inputs_are_refused(sample_dir, scored_dir, tmp_path):
     scores = np.zeros(json.loads((scored_dir / "meta.json").read_text())["counts"]["train"] + 1, dtype=np.float32)
     np.save(scored_dir / "difficulty.npy", scores)
     (scored_dir / "difficulty.json").write_text(json.dumps({"data_fingerprint": "old", "score": "loss"}))
-    result = run("pdd_split.py", "--data_dir", str(scored_dir), "--out_dir", str(out), cwd=tmp_path)
-    assert result.returncode == 1 and "re-run compute_difficulty.py" in result.stderr
-    result = run("pdd_folder_generator.py", "--data_dir", str(scored_dir), "--split_dir", str(out),
+    result = run_repo_script("pdd_split.py", "--data_dir", str(scored_dir), "--out_dir", str(out), cwd=tmp_path)
+    assert result.returncode == 2 and "re-run compute_difficulty.py" in result.stderr
+    result = run_repo_script("pdd_folder_generator.py", "--data_dir", str(scored_dir), "--split_dir", str(out),
                  "--out_dir", str(out), cwd=tmp_path)
-    assert result.returncode == 1 and "re-run compute_difficulty.py" in result.stderr and "pdd_split.py" in result.stderr
+    assert result.returncode == 2 and "re-run compute_difficulty.py" in result.stderr and "pdd_split.py" in result.stderr
     assert not (out / "stage1").exists()
+
+
+def write_raw_scores(data_dir: Path, scores: np.ndarray) -> None:
+    """difficulty.npy and a difficulty.json describing it, written as another tool might, without save_difficulty's
+    checks."""
+    np.save(data_dir / "difficulty.npy", scores)
+    meta = json.loads((data_dir / "meta.json").read_text())
+    (data_dir / "difficulty.json").write_text(json.dumps({
+        "score": "loss", "checkpoint": "test", "data_fingerprint": meta["fingerprint"]["dataset"],
+        "n_train": len(scores), "sha256": file_sha256(data_dir / "difficulty.npy")}))
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    """Every file below a folder but the hidden ones (temporary), by relative path."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)}
+
+
+def hidden(folder: Path) -> list[str]:
+    """Names of the hidden (temporary) entries in a folder."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_scores_are_refused_before_anything_is_written(scored_dir, tmp_path, bad):
+    scores = np.load(scored_dir / "difficulty.npy")
+    scores[5] = bad
+    write_raw_scores(scored_dir, scores)
+    out = tmp_path / "pdd"
+    result = run_repo_script("pdd_split.py", "--data_dir", str(scored_dir), "--out_dir", str(out), cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert f"{scored_dir / 'difficulty.npy'}: 1 of {len(scores)} scores are NaN or infinite (rows 5)" in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("fractions, message", [
+    ((0, 1, 1), "three finite positive numbers"), ((-1, 1, 1), "three finite positive numbers"),
+    ((np.inf, 1, 1), "three finite positive numbers"), ((np.nan, 1, 1), "three finite positive numbers"),
+    ((1e-9, 1, 1), "leave the easy bucket empty"), ((1, 1, 1e-9), "leave the hard bucket empty"),
+])
+def test_impossible_fractions_are_refused_and_the_previous_split_stays(scored_dir, tmp_path, fractions, message):
+    out = tmp_path / "pdd"
+    pdd.split_difficulty(scored_dir, out)
+    before = contents(out)
+    with pytest.raises(ValueError, match=message):
+        pdd.split_difficulty(scored_dir, out, fractions)
+    assert contents(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["baseline", "pdd"]
+
+
+def test_impossible_fractions_on_the_command_line_exit_2_and_write_nothing(scored_dir, tmp_path):
+    result = run_repo_script("pdd_split.py", "--data_dir", str(scored_dir), "--out_dir", str(tmp_path / "pdd"),
+                 "--fractions", "1e-9", "1", "1", cwd=tmp_path)
+    assert result.returncode == 2 and "leave the easy bucket empty" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "pdd").exists()
+
+
+def hand_edit(split_dir: Path, name: str, idx: np.ndarray, count: int | None = None) -> None:
+    """Replace an index file and make splits.json describe it (SHA-256, and count when given), as an edit by hand
+    or another tool would."""
+    np.save(split_dir / f"{name}_idx.npy", idx)
+    splits = json.loads((split_dir / "splits.json").read_text())
+    splits["sha256"][f"{name}_idx.npy"] = file_sha256(split_dir / f"{name}_idx.npy")
+    if count is not None:
+        splits["buckets"][name]["count"] = count
+    (split_dir / "splits.json").write_text(json.dumps(splits))
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("mixed with another run", "easy_idx.npy is not the file .*splits.json describes"),
+    ("row out of range", "easy_idx.npy holds rows outside 0..N"),
+    ("row twice in a bucket", "easy_idx.npy lists a row more than once"),
+    ("count differs", "easy_idx.npy must hold the K row numbers splits.json counts"),
+    ("empty bucket", r"easy_idx.npy must hold the 0 row numbers splits.json counts for easy \(at least one\)"),
+    ("not integers", "easy_idx.npy must hold the K row numbers"),
+    ("row in two buckets", r"\{easy,medium,hard\}_idx.npy must put each of the N training rows in exactly one"),
+])
+def test_generator_checks_the_index_files_against_splits_json(scored_dir, tmp_path, problem, message):
+    out = tmp_path / "pdd"
+    pdd.split_difficulty(scored_dir, out)
+    easy, medium = np.load(out / "easy_idx.npy"), np.load(out / "medium_idx.npy")
+    n_train = json.loads((out / "splits.json").read_text())["n_train"]
+    if problem == "mixed with another run":  # pdd_split killed between its renames: new easy, old splits.json
+        np.save(out / "easy_idx.npy", easy[::-1].copy())
+    elif problem == "row out of range":
+        hand_edit(out, "easy", np.concatenate([easy[:-1], [n_train]]))
+    elif problem == "row twice in a bucket":
+        hand_edit(out, "easy", np.concatenate([easy[:-1], easy[:1]]))
+    elif problem == "count differs":
+        hand_edit(out, "easy", easy[:-1])
+    elif problem == "empty bucket":
+        hand_edit(out, "easy", np.zeros(0, dtype=np.int64), count=0)
+    elif problem == "not integers":
+        hand_edit(out, "easy", easy.astype(np.float64))
+    else:
+        hand_edit(out, "easy", np.concatenate([easy[:-1], medium[:1]]))
+    message = message.replace("N", str(n_train - (problem == "row out of range"))).replace("K", str(len(easy)))
+    with pytest.raises(ValueError, match=message):
+        pdd.generate_stages(scored_dir, out, out)
+    assert not any(p.name.startswith("stage") for p in out.iterdir())
+
+
+def test_a_mixed_split_on_the_command_line_exits_2_naming_the_file(scored_dir, tmp_path):
+    out = tmp_path / "pdd"
+    pdd.split_difficulty(scored_dir, out)
+    np.save(out / "hard_idx.npy", np.load(out / "hard_idx.npy")[::-1].copy())
+    result = run_repo_script("pdd_folder_generator.py", "--data_dir", str(scored_dir), "--split_dir", str(out),
+                 "--out_dir", str(out), cwd=tmp_path)
+    assert result.returncode == 2 and f"{out / 'hard_idx.npy'} is not the file" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (out / "stage1").exists()
+
+
+@pytest.mark.parametrize("name, reader", [
+    ("y_train.npy", "split"), ("meta.json", "split"), ("difficulty.json", "split"), ("X_val.npy", "generator"),
+    ("X_train.npy", "generator"), ("splits.json", "generator"),
+])
+def test_a_truncated_input_file_is_named(scored_dir, tmp_path, name, reader):
+    out = tmp_path / "pdd"
+    if reader == "generator":
+        pdd.split_difficulty(scored_dir, out)
+    path = (out if name == "splits.json" else scored_dir) / name
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match=re.escape(str(path))):
+        if reader == "split":
+            pdd.split_difficulty(scored_dir, out)
+        else:
+            pdd.generate_stages(scored_dir, out, out)
+    assert not (out / "stage1").exists() and (reader == "generator" or not out.exists())
+
+
+def test_missing_difficulty_json_is_named(scored_dir, tmp_path):
+    (scored_dir / "difficulty.json").unlink()
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{scored_dir / 'difficulty.json'} not found")):
+        pdd.split_difficulty(scored_dir, tmp_path / "pdd")
+
+
+def run_killed(script: str, args: list[str], patch: str, wait_for: Callable[[], bool], cwd: Path) -> None:
+    """Start a script with `patch` (Python run first, in the same process) making it slow at a chosen point, wait
+    until wait_for() holds, then kill -9 it."""
+    code = (f"import runpy, sys\nsys.path.insert(0, {str(ROOT)!r})\n{patch}\nsys.argv = {[script, *args]!r}\n"
+            f"runpy.run_path({script!r}, run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not wait_for():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"{script} never reached the point where it was to be killed: {proc.communicate()[1].decode()}")
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_generator_killed_while_building_is_rebuilt_by_the_same_command(scored_dir, tmp_path):
+    out, clean = tmp_path / "pdd", tmp_path / "clean"
+    pdd.split_difficulty(scored_dir, out)
+    args = ["--data_dir", str(scored_dir), "--split_dir", str(out), "--out_dir", str(out)]
+    slow_stage2 = ("import time, common.pdd as p\nwrite = p.write_subset\np.write_subset = lambda src, dst, rows: "
+                   "(write(src, dst, rows), '.stage2.' in str(dst) and time.sleep(600))")
+    run_killed(str(ROOT / "pdd_folder_generator.py"), args, slow_stage2,
+               lambda: any((d / "X_train.npy").exists() for d in out.glob(".stage2.tmp-*")), tmp_path)
+    assert (out / "stage1").is_dir() and not (out / "stage2").exists() and list(out.glob(".stage2.tmp-*"))
+    result = run_repo_script("pdd_folder_generator.py", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert run_repo_script("pdd_folder_generator.py", *args[:4], "--out_dir", str(clean), cwd=tmp_path).returncode == 0
+    for k in (1, 2, 3):
+        assert contents(out / f"stage{k}") == contents(clean / f"stage{k}")
+    assert hidden(out) == []
+
+
+def test_split_killed_while_writing_leaves_the_previous_split_and_is_cleared_by_the_next(scored_dir, tmp_path):
+    out = tmp_path / "pdd"
+    pdd.split_difficulty(scored_dir, out)
+    before = contents(out)
+    write_raw_scores(scored_dir, np.load(scored_dir / "difficulty.npy")[::-1].copy())
+    slow_plot = ("import time, common.pdd as p\nplot = p.plot_histogram\n"
+                 "p.plot_histogram = lambda *a, **k: (plot(*a, **k), time.sleep(600))")
+    run_killed(str(ROOT / "pdd_split.py"), ["--data_dir", str(scored_dir), "--out_dir", str(out)], slow_plot,
+               lambda: any((d / pdd.HISTOGRAM_PNG).exists() for d in out.glob("..split.tmp-*")), tmp_path)
+    assert contents(out) == before and hidden(out) != []
+    result = run_repo_script("pdd_split.py", "--data_dir", str(scored_dir), "--out_dir", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert contents(out) != before and hidden(out) == []
+    pdd.generate_stages(scored_dir, out, out)
+
+
+def test_histogram_of_long_tailed_scores_is_readable():
+    scores = np.random.default_rng(0).lognormal(np.log(0.05), 1.1, 5000).clip(1e-3, 2.4)
+    bucket = pdd.bucket_rows(scores, (1, 1, 1))
+    fig = pdd.histogram_figure(scores, bucket, pdd.upper_edges(scores, bucket), "difficulty (loss)")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert [label.split(":")[0] for label in labels] == list(pdd.BUCKETS)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    overlapping = [(a.get_text(), b.get_text()) for i, (a, box_a) in enumerate(zip(texts, boxes))
+                   for b, box_b in zip(texts[i + 1:], boxes[i + 1:]) if box_a.overlaps(box_b)]
+    assert overlapping == []
