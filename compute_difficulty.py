@@ -6,7 +6,8 @@ from pathlib import Path
 
 from common.cli import quiet_interrupts
 
-quiet_interrupts()  # before torch loads: Ctrl-C at start-up ends without a traceback
+if __name__ == "__main__":
+    quiet_interrupts()  # before torch loads: Ctrl-C at start-up ends without a traceback
 
 from common.datadir import DEFAULT_DATA_DIR  # noqa: E402
 from common.difficulty import SCORES, compute_difficulty  # noqa: E402

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from common.cli import quiet_interrupts
 
-quiet_interrupts()  # before numpy, pandas and scipy load: Ctrl-C at start-up ends without a traceback
+if __name__ == "__main__":
+    quiet_interrupts()  # before numpy, pandas and scipy load: Ctrl-C at start-up ends without a traceback
 
 from common.preprocess import PreprocessConfig, preprocess  # noqa: E402
 from common.ptbxl import PTBXL_TASKS  # noqa: E402

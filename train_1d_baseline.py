@@ -14,10 +14,11 @@ from dataclasses import fields
 
 from common.cli import quiet_interrupts
 
-quiet_interrupts()  # before torch loads: Ctrl-C at start-up ends without a traceback
+if __name__ == "__main__":
+    quiet_interrupts()  # before torch loads: Ctrl-C at start-up ends without a traceback
 
-from common.online_pdd import PDD_MODES  # noqa: E402
 from common.data import PLACEMENTS  # noqa: E402
+from common.online_pdd import PDD_MODES  # noqa: E402
 from common.train import AMP_MODES, TrainConfig, main  # noqa: E402
 
 

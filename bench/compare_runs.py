@@ -22,7 +22,7 @@ if __name__ == "__main__":
     quiet_interrupts()  # before torch loads: Ctrl-C at start-up ends without a traceback
 
 from common.datadir import load_npy  # noqa: E402
-from common.metrics import one_hot  # noqa: E402
+from common.labels import one_hot  # noqa: E402
 from common.pdd import load_json  # noqa: E402
 
 MIN_TEST_RECORDS = 500

@@ -19,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common.cli import quiet_interrupts  # noqa: E402
 
-quiet_interrupts()
+if __name__ == "__main__":
+    quiet_interrupts()  # before numpy and scipy load: Ctrl-C at start-up ends without a traceback
 
 from tqdm import tqdm  # noqa: E402
 

@@ -69,9 +69,9 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def check_compatible(ckpt: dict, classes: list[str], input_shape: dict) -> None:
+def check_compatible(ckpt: dict, path: str | Path, classes: list[str], input_shape: dict, fix: str) -> None:
     """Refuse a checkpoint whose classes or input shape (leads, length, fs, window) differ from the data's,
-    naming every difference with both values."""
+    naming the file, every difference with both values, and `fix`."""
     problems = []
     if list(ckpt["classes"]) != list(classes):
         problems.append(f"classes: checkpoint {list(ckpt['classes'])}, data {list(classes)}")
@@ -79,10 +79,7 @@ def check_compatible(ckpt: dict, classes: list[str], input_shape: dict) -> None:
         if ckpt["input_shape"][key] != value:
             problems.append(f"{key}: checkpoint {ckpt['input_shape'][key]}, data {value}")
     if problems:
-        raise CheckpointMismatchError(
-            "checkpoint does not match the data dir (" + "; ".join(problems) + "); use a checkpoint trained on "
-            "data with the same classes and input shape, or start a new run without --resume/--init_from"
-        )
+        raise CheckpointMismatchError(f"{path} does not match the data dir (" + "; ".join(problems) + f"); {fix}")
 
 
 def load_model(ckpt_path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:

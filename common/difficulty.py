@@ -21,8 +21,9 @@ from tqdm import tqdm
 
 from common.checkpoint import CheckpointMismatchError, check_compatible, load_model
 from common.datadir import atomic_file, file_sha256, load_meta, load_split, save_npy_atomic, write_json_atomic
+from common.device import resolve_device
 from common.evaluate import per_record_loss, predict
-from common.metrics import one_hot
+from common.labels import one_hot
 from common.pdd import DIFFICULTY_JSON, DIFFICULTY_NPY, build_stage, check_scores
 from common.splits import patient_folds
 from common.train import TrainConfig, train
@@ -69,19 +70,13 @@ def check_options(score: str, oof: int, oof_dir: Path | None, oof_epochs: int | 
         raise ValueError("; ".join(problems))
 
 
-def resolve_device(device: str) -> torch.device:
-    """auto -> cuda when available, else cpu."""
-    return torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-
-
 def load_scorer(ckpt_path: Path, data_dir: Path, meta: dict, device: torch.device) -> tuple[nn.Module, dict]:
     """The checkpoint's model, refused (naming the file) unless classes, input shape and task type are the data's."""
     model, ckpt = load_model(ckpt_path, device)
-    try:
-        check_compatible(ckpt, meta["classes"], {"leads": len(meta["leads"]), "length": meta["length"],
-                                                 "fs": meta["fs"]})
-    except CheckpointMismatchError as e:
-        raise CheckpointMismatchError(f"{ckpt_path}: {e}") from None
+    check_compatible(ckpt, ckpt_path, meta["classes"], {"leads": len(meta["leads"]), "length": meta["length"],
+                                                        "fs": meta["fs"]},
+                     "score with the checkpoint of a run trained on this data dir (or one of the same classes and "
+                     "input shape)")
     if bool(ckpt["multilabel"]) != bool(meta["multilabel"]):
         kinds = {True: "multi-label", False: "single-label"}
         raise CheckpointMismatchError(

@@ -9,15 +9,11 @@ from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 from common.datadir import atomic_file
 from common.evaluate import per_record_loss
+from common.labels import one_hot
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_macro_auc", "lr", "samples_backpropagated", "seconds",
                    "epoch_seconds", "samples_per_second", "train_records", "epoch_backpropagated",
                    "scoring_forward_samples")
-
-
-def one_hot(y: np.ndarray, n_classes: int, multilabel: bool) -> np.ndarray:
-    """Targets as a 0/1 matrix (N, C): multi-hot y as is, class indices expanded."""
-    return np.asarray(y, dtype=np.float32) if multilabel else np.eye(n_classes, dtype=np.float32)[y]
 
 
 def classes_without_both_labels(targets: np.ndarray, classes: list[str]) -> list[str]:

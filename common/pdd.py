@@ -19,7 +19,7 @@ import numpy as np
 
 from common.datadir import (SPLITS, file_sha256, fingerprint_arrays, load_meta, load_npy, load_split,
                             staged_output_dir, write_json_atomic)
-from common.metrics import one_hot
+from common.labels import one_hot
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

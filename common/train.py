@@ -38,8 +38,10 @@ from common.checkpoint import (CheckpointError, check_compatible, copy_checkpoin
 from common.cuda_graph import GraphedStep, portable_optimizer_state, set_lr
 from common.data import PLACEMENTS, TrainBatches, batch_stream, choose_placement
 from common.datadir import SPLITS, load_meta, load_split, write_json_atomic
+from common.device import resolve_device
 from common.evaluate import predict
-from common.metrics import format_summary, one_hot, plot_history, summarise, tune_thresholds, write_history_csv
+from common.labels import one_hot
+from common.metrics import format_summary, plot_history, summarise, tune_thresholds, write_history_csv
 from common.model import build_model, count_parameters
 from common.online_pdd import (PDD_MODES, Plan, dbpd_mask, matched_counts, revision_epochs, scoring_logits,
                                true_label_prob)
@@ -299,7 +301,7 @@ def check_split(split: str, X: np.ndarray, y: np.ndarray, n_leads: int, length: 
 
 def init_distributed(device_name: str) -> Dist:
     """Join the torchrun job if there is one (gloo on CPU, nccl on CUDA) and pick this process's device."""
-    cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
+    cuda = resolve_device(device_name).type == "cuda"
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Dist(device=torch.device("cuda" if cuda else "cpu"))
@@ -742,7 +744,9 @@ def _train(cfg: TrainConfig, ckpt: dict | None, dist: Dist) -> dict | None:
     torch.set_flush_denormal(True)  # denormal floats made some CPU batches 10-20x slower
     data = load_data(cfg.data_dir, cfg.window_seconds)
     if ckpt is not None:
-        check_compatible(ckpt, data.classes, data.input_shape)
+        check_compatible(ckpt, cfg.resume or cfg.init_from, data.classes, data.input_shape,
+                         "use a checkpoint trained on data with the same classes and input shape, or start a new "
+                         "run without --resume/--init_from")
     lock, refused = None, None
     if dist.is_main:
         try:

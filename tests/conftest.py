@@ -126,3 +126,24 @@ def with_preprocess_meta(data_dir: Path) -> Path:
                                 "patient_ids": [f"p{split}{i // 2}" for i in range(n)]} for split, n in counts.items()})
     write_json_atomic(data_dir / "meta.json", meta)
     return data_dir
+
+
+TINY_TRAIN_FLAGS = [f"--{key}={value}" for key, value in TINY_TRAIN.items()]
+
+
+def interrupt_at_start_up(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """Start a script, wait until its quiet Ctrl-C handler is installed (SIGTERM caught: common/cli.py), which it
+    does before importing torch, then send SIGINT; returns the finished process with its output."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    status, deadline = Path(f"/proc/{proc.pid}/status"), time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        caught = next(int(line.split()[1], 16) for line in status.read_text().splitlines() if line.startswith("SigCgt"))
+        if caught >> (signal.SIGTERM - 1) & 1:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)

@@ -11,14 +11,15 @@ from common.checkpoint import load_checkpoint, load_model
 from common.data import TrainBatches
 from common.evaluate import predict
 from common.train import TrainConfig, train
+from conftest import TINY_TRAIN
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (bench/gpu_check.py)")
-TINY = dict(batch_size=16, lr=1e-2, window_seconds=2.0, width=8, stages=2, blocks=1, kernel_size=5)
 
 
 def test_gpu_training_resumes_on_a_cpu_and_scores_alike_on_both(tiny_data_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    cfg = TrainConfig(data_dir=str(tiny_data_dir), ckpt_dir=str(run), epochs=3, device="cuda", augment=True, **TINY)
+    cfg = TrainConfig(data_dir=str(tiny_data_dir), ckpt_dir=str(run), epochs=3, device="cuda", augment=True,
+                      **TINY_TRAIN)
     assert train(TrainConfig(**{**cfg.__dict__, "stop_after_epoch": 2})) is None
     ckpt = load_checkpoint(run / "last.pt")
     assert ckpt["rng"]["cuda"] is not None and not isinstance(ckpt["rng"]["cuda"], list)
@@ -44,7 +45,7 @@ def test_cuda_graph_steps_train_like_eager_steps(tiny_data_dir: Path, tmp_path: 
     runs = {}
     for graphs in ("auto", "off"):
         cfg = TrainConfig(data_dir=str(tiny_data_dir), ckpt_dir=str(tmp_path / graphs), epochs=2, device="cuda",
-                          amp="off", cuda_graphs=graphs, **TINY)
+                          amp="off", cuda_graphs=graphs, **TINY_TRAIN)
         runs[graphs] = (train(cfg), load_checkpoint(tmp_path / graphs / "last.pt")["model"])
     for name, tensor in runs["auto"][1].items():
         torch.testing.assert_close(tensor, runs["off"][1][name], rtol=1e-3, atol=1e-4, msg=name)

@@ -86,7 +86,7 @@ def test_checkpoint_for_other_classes_is_refused(sample_dir, trained, tmp_path):
     other = tmp_path / "form"
     preprocess(PreprocessConfig(input_dir=sample_dir, out_dir=other, task="form", val_folds=[8], test_folds=[9],
                                 workers=1), "t")
-    with pytest.raises(CheckpointMismatchError, match=f"{ckpt}: .*classes: checkpoint"):
+    with pytest.raises(CheckpointMismatchError, match=f"{ckpt} does not match the data dir .*classes: checkpoint"):
         compute_difficulty(other, ckpt)
     assert not (other / "difficulty.npy").exists()
 

@@ -1,24 +1,19 @@
-"""Ctrl-C while a PDD script starts (torch loading) ends it with one line and exit code 130, never a traceback."""
+"""Ctrl-C while a script starts (torch loading) ends it with one line and exit code 130, never a traceback."""
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, interrupt_at_start_up
 
 
 @pytest.mark.parametrize("script, args", [
+    ("train_1d_baseline.py", []), ("preprocess.py", []),
     ("compute_difficulty.py", []), ("pdd_split.py", []), ("pdd_folder_generator.py", []),
     ("bench/compare_runs.py", ["run_dir"]), ("bench/pdd_experiment.py", []),
 ])
 def test_ctrl_c_at_start_up_ends_without_a_traceback(tmp_path: Path, script: str, args: list[str]) -> None:
-    proc = subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    with pytest.raises(subprocess.TimeoutExpired):
-        proc.communicate(timeout=0.4)  # still importing torch
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGINT and err.strip() == "interrupted by SIGINT", err
+    result = interrupt_at_start_up([sys.executable, str(ROOT / script), *args], tmp_path)
+    assert result.returncode == 128 + signal.SIGINT and result.stderr.strip() == "interrupted by SIGINT", result.stderr
     assert list(tmp_path.iterdir()) == []

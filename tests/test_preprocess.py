@@ -401,10 +401,22 @@ def running(pid: int) -> bool:
         return False
 
 
+SLOW_READER = """import runpy, sys, time
+sys.path.insert(0, {root!r})
+import common.preprocess as stage
+prepare = stage.prepare_signal
+stage.prepare_signal = lambda *args: (time.sleep(0.01), prepare(*args))[1]  # reading lasts seconds, not 0.2 s
+sys.argv = {argv!r}
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def start_and_signal_when_reading(args: list[str], signum: int) -> tuple[int, str, list[int]]:
-    """Start preprocess.py, send it signum once its reader workers run; return its exit status, stderr, workers."""
+    """Start preprocess.py with a slowed-down reader, send it signum while its two reader workers run; return its
+    exit status, stderr and those workers."""
+    argv = [str(ROOT / "preprocess.py"), *args]
     with tempfile.TemporaryFile("w+") as stderr:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "preprocess.py"), *args], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-c", SLOW_READER.format(root=str(ROOT), argv=argv)], cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=stderr, text=True)
         deadline = time.monotonic() + 60
         workers = []
@@ -435,8 +447,8 @@ def arrays_of(out: Path) -> dict[str, np.ndarray]:
 
 def test_killed_run_leaves_no_workers_and_the_rerun_completes_it(sample_dir, tmp_path):
     args = ["--input_dir", str(sample_dir), "--out_dir", str(tmp_path / "o"), "--val_folds", "8", "--test_folds", "9",
-            "--fs", "500", "--workers", "2"]
-    reference = preprocess(PreprocessConfig(input_dir=sample_dir, out_dir=tmp_path / "ref", fs=500, val_folds=[8],
+            "--workers", "2"]
+    reference = preprocess(PreprocessConfig(input_dir=sample_dir, out_dir=tmp_path / "ref", val_folds=[8],
                                             test_folds=[9], workers=2), "t")
     status, _, workers = start_and_signal_when_reading(args, signal.SIGKILL)  # first run, nothing there before
     assert_all_ended(workers)
@@ -463,7 +475,7 @@ def test_killed_run_leaves_no_workers_and_the_rerun_completes_it(sample_dir, tmp
 def test_sigterm_or_ctrl_c_stops_workers_and_removes_the_temporary_folder(sample_dir, sample_out, signum):
     before = {p.name: p.stat().st_mtime_ns for p in sample_out.iterdir()}
     args = ["--input_dir", str(sample_dir), "--out_dir", str(sample_out), "--val_folds", "8", "--test_folds", "9",
-            "--fs", "500", "--workers", "2", "--overwrite"]  # 500 Hz: the workers run long enough to be seen
+            "--workers", "2", "--overwrite"]
     status, stderr, workers = start_and_signal_when_reading(args, signum)
     assert_all_ended(workers)
     assert status == 128 + signum and "Traceback" not in stderr

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +20,11 @@ import common.train
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.datadir import fingerprint_arrays
 from common.train import Dist, TrainConfig, epoch_batches, main, one_cycle_lr, seed_process, train
+from conftest import ROOT, TINY_TRAIN, TINY_TRAIN_FLAGS, tiny_train_config
 from train_1d_baseline import parse_args
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(batch_size=16, lr=1e-2, window_seconds=2.0, width=8, stages=2, blocks=1, kernel_size=5)
-TINY_FLAGS = [f"--{k}={v}" for k, v in TINY.items()]
-
-
-def tiny_config(data_dir: Path, ckpt_dir: Path, **overrides: object) -> TrainConfig:
-    return TrainConfig(**{"data_dir": str(data_dir), "ckpt_dir": str(ckpt_dir), "epochs": 3, **TINY, **overrides})
+TINY_FLAGS = TINY_TRAIN_FLAGS
+tiny_config = partial(tiny_train_config, epochs=3)
 
 
 def cli(*args: object) -> TrainConfig:
@@ -72,7 +69,7 @@ def test_resume_without_options_continues_the_run_as_it_was(tiny_data_dir: Path,
     train(cli(*flags, "--ckpt_dir", tmp_path / "whole"))
     assert train(cli(*flags, "--ckpt_dir", tmp_path / "split", "--stop_after_epoch", 2)) is None
     report = train(cli("--data_dir", tiny_data_dir, "--ckpt_dir", tmp_path / "split",
-                       "--resume", tmp_path / "split" / "last.pt"))
+                       "--resume", tmp_path / "split" / "last.pt", "--threads=1"))  # threads change the sums
     assert report["epochs"] == 4 and report["config"]["batch_size"] == 8 and report["config"]["augment"]
     whole, split = (load_checkpoint(tmp_path / name / "last.pt") for name in ("whole", "split"))
     for name, tensor in whole["model"].items():
@@ -116,7 +113,7 @@ def test_stages_continue_one_schedule_even_with_epochs_given(tiny_data_dir: Path
                    "--epochs", 2))
     lrs = history_lrs(tmp_path / "s2")
     batches = [3, 6]  # 48 then 96 records in batches of 16
-    assert lrs == pytest.approx([one_cycle_lr((e + (n - 1) / n) / 3, TINY["lr"]) for e, n in enumerate(batches)])
+    assert lrs == pytest.approx([one_cycle_lr((e + (n - 1) / n) / 3, TINY_TRAIN["lr"]) for e, n in enumerate(batches)])
     assert s2["effective_epochs"] == pytest.approx(1.5)
 
 
@@ -202,16 +199,6 @@ def test_bad_checkpoints_get_one_line_naming_the_file(tiny_data_dir: Path, tmp_p
         err = capsys.readouterr().err
         assert err.startswith(f"error: {path}") and err.count("\n") == 1 and "Traceback" not in err, (name, err)
         assert not (tmp_path / "run").exists()
-
-
-def test_ctrl_c_at_start_up_ends_without_a_traceback(tiny_data_dir: Path, tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "train_1d_baseline.py", "--data_dir", str(tiny_data_dir),
-                             "--ckpt_dir", str(tmp_path / "run")], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGINT and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize("kill_at", ["start-up", "first checkpoint", "third checkpoint"])

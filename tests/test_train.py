@@ -1,7 +1,6 @@
 """Training stage: model, windows, metrics, checkpoints and resume, faults, CLI and DDP, on tiny synthetic data."""
 from __future__ import annotations
 
-import csv
 import json
 import math
 import signal
@@ -9,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,27 +25,18 @@ from common.evaluate import per_record_loss, predict
 from common.metrics import summarise, tune_thresholds
 from common.model import build_model, count_parameters
 from common.train import NonFiniteLossError, TrainConfig, main, one_cycle_lr, train
+from conftest import ROOT, TINY_TRAIN_FLAGS, history_rows, run_repo_script, tiny_train_config
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "train_1d_baseline.py"
-TINY = dict(batch_size=16, lr=1e-2, window_seconds=2.0, width=8, stages=2, blocks=1, kernel_size=5)
-TINY_FLAGS = [f"--{k}={v}" for k, v in TINY.items()]
+TINY_FLAGS = TINY_TRAIN_FLAGS
 REQUIRED_HISTORY = ["epoch", "train_loss", "val_loss", "val_macro_auc", "lr", "samples_backpropagated", "seconds"]
 RUN_FILES = {"best.pt", "last.pt", "history.csv", "metrics.json", "training_curves.png"}
-
-
-def tiny_config(data_dir: Path, ckpt_dir: Path, **overrides: object) -> TrainConfig:
-    return TrainConfig(**{"data_dir": str(data_dir), "ckpt_dir": str(ckpt_dir), "epochs": 3, **TINY, **overrides})
+tiny_config = partial(tiny_train_config, epochs=3)
+read_history = history_rows
 
 
 def run_script(*args: object, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def read_history(ckpt_dir: Path) -> list[dict]:
-    with open(ckpt_dir / "history.csv", newline="") as f:
-        return list(csv.DictReader(f))
+    return run_repo_script("train_1d_baseline.py", *args, timeout=timeout)
 
 
 def assert_same_training_state(a: dict, b: dict) -> None:
