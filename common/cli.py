@@ -1,16 +1,25 @@
 """Command-line plumbing shared by the scripts; imports nothing heavy, so it can run before torch loads."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import threading
 from types import FrameType
+
+EXIT_GRACE_SECONDS = 10.0
 
 
 def quiet_interrupts() -> None:
     """Make Ctrl-C and SIGTERM end the process with one line and exit code 128 + signal instead of a traceback
-    (while torch loads and data is read); training installs its own handler that saves last.pt first."""
+    (while torch loads and data is read); training installs its own handler that saves last.pt first. The exit
+    unwinds normally (finally blocks remove temporary output); should anything still hold the process
+    EXIT_GRACE_SECONDS later (a worker pool caught mid-start has been seen to), it ends with the same code."""
     def handler(signum: int, frame: FrameType | None) -> None:
         print(f"interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        watchdog = threading.Timer(EXIT_GRACE_SECONDS, os._exit, (128 + signum,))
+        watchdog.daemon = True
+        watchdog.start()
         sys.exit(128 + signum)
 
     for signum in (signal.SIGINT, signal.SIGTERM):

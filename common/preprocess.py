@@ -283,10 +283,14 @@ def read_chunk(task: ReadTask) -> ReadResult:
     return ReadResult(failed, sums)
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def start_worker(parent_pid: int) -> None:
     """Reader process set-up: die with the parent even when it is killed (Linux), and leave Ctrl-C to it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the parent while it forked us
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent_pid:
@@ -304,7 +308,14 @@ def read_all(tasks: list[ReadTask], workers: int,
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(tqdm(total=total, desc="reading records", unit="rec"))
         if workers > 1 and len(tasks) > 1:
-            pool = stack.enter_context(get_context("fork").Pool(min(workers, len(tasks)), start_worker, (os.getpid(),)))
+            # a signal handled half-way through starting the pool left it unable to stop (a hang, or an ignored
+            # exit): the pool starts with them blocked and is in the stack, so that leaving stops it, once they land
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:
+                pool = stack.enter_context(get_context("fork").Pool(min(workers, len(tasks)), start_worker,
+                                                                    (os.getpid(),)))
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             results = pool.imap(read_chunk, tasks)
         else:
             results = map(read_chunk, tasks)
