@@ -56,7 +56,7 @@ def main() -> int:
         preprocess(cfg, command=shlex.join(sys.argv))
     except (OSError, ValueError, RuntimeError) as exc:
         logging.getLogger("preprocess").error("error: %s", exc)
-        return 1
+        return 2
     return 0
 
 

@@ -376,7 +376,7 @@ def test_bad_csv_messages_name_the_file(sample_dir, tmp_path):
         with pytest.raises(ValueError, match=re.escape(str(csv)) + ".*" + re.escape(message)):
             preprocess(PreprocessConfig(input_dir=sample_dir, meta_csv=csv, out_dir=tmp_path / "o"), "t")
     result = run_cli("--input_dir", str(sample_dir), "--meta_csv", str(latin), "--out_dir", str(tmp_path / "o"))
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: labels CSV {latin} is not UTF-8 text")
 
 
@@ -526,7 +526,7 @@ def test_overwrite_over_a_regular_file_leaves_nothing_behind(sample_dir, tmp_pat
     (tmp_path / "o").write_text("a file where the data dir goes")
     result = run_cli("--input_dir", str(sample_dir), "--out_dir", str(tmp_path / "o"), "--val_folds", "8",
                      "--test_folds", "9", "--workers", "1")
-    assert result.returncode == 1 and f"--out_dir {tmp_path / 'o'} is a file; pass --overwrite" in result.stderr
+    assert result.returncode == 2 and f"--out_dir {tmp_path / 'o'} is a file; pass --overwrite" in result.stderr
     preprocess(PreprocessConfig(input_dir=sample_dir, out_dir=tmp_path / "o", val_folds=[8], test_folds=[9],
                                 workers=1, overwrite=True), "t")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o"] and (tmp_path / "o" / "meta.json").is_file()
