@@ -112,7 +112,7 @@ def our_loop(batches_of: TrainBatches, n_classes: int, multilabel: bool, cfg: Tr
         return ((b, *batches_of.get_batch(0, b, rows[b])) for b in range(first, last))
 
     def steps(first: int, last: int) -> None:
-        train_epoch(model, optimizer, scaler, stream(first, last), last, lambda b: cfg.lr, multilabel, amp_dtype,
+        train_epoch(model, optimizer, scaler, stream(first, last), lambda b: cfg.lr, multilabel, amp_dtype,
                     Dist(device), StopFlag(), TrainState(batches_done=first), tqdm(disable=True), graphed=graphed)
 
     def data_only() -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pickle
 import random
-import warnings
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np

@@ -85,14 +85,15 @@ class TrainBatches:
         generator = self.generator(epoch, batch)
         offsets = torch.randint(0, self.length - self.window + 1, (len(rows),), generator=generator,
                                 device=generator.device)
-        index = self.to_device(torch.from_numpy(np.asarray(rows, dtype=np.int64)))
+        host_index = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+        index = self.to_device(host_index)
         if self.placement == "mmap":
             order = np.argsort(rows)  # ascending rows read the memory map front to back
             records = np.empty((len(rows),) + self.X.shape[1:], dtype=np.float32)
             records[order] = self.X[rows[order]]
             source, picked = torch.from_numpy(records), torch.arange(len(rows))
         else:
-            source, picked = self.X, index if self.placement == "device" else torch.from_numpy(rows)
+            source, picked = self.X, index if self.placement == "device" else host_index
         # every window of every record as a view (no copy); indexing it copies just the chosen windows
         x = self.to_device(source.unfold(2, self.window, 1)[picked, :, offsets.to(source.device)])
         x = (x - self.mean) / self.std

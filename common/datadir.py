@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -76,9 +77,11 @@ def fingerprint_arrays(data_dir: str | Path) -> dict[str, str]:
 
 @contextlib.contextmanager
 def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO]:
-    """Open a temporary file beside path and rename it over path on success, so readers never see half a file."""
+    """Open a temporary file beside path and rename it over path on success, so readers never see half a file.
+    The temporary file's name carries this process's id; those that killed writers left are removed first."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temp_files(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -122,6 +125,16 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+def remove_stale_temp_files(path: Path) -> None:
+    """Remove the temporary files atomic_file left beside path in processes that are gone (killed while
+    writing); a live writer's are left alone."""
+    own = re.compile(rf"\.{re.escape(path.name)}\.(\d+)-\w+\.tmp")
+    for temp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        match = own.fullmatch(temp.name)
+        if match and not _pid_running(int(match.group(1))):
+            temp.unlink(missing_ok=True)
 
 
 def _remove_stale_staging(out_dir: Path) -> None:

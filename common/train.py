@@ -37,7 +37,7 @@ from common.checkpoint import (CheckpointError, check_compatible, copy_checkpoin
                                restore_rng_state, rng_state, save_checkpoint)
 from common.cuda_graph import GraphedStep, portable_optimizer_state, set_lr
 from common.data import PLACEMENTS, TrainBatches, batch_stream, choose_placement
-from common.datadir import SPLITS, load_meta, load_split, write_json_atomic
+from common.datadir import SPLITS, load_meta, load_split, remove_stale_temp_files, write_json_atomic
 from common.device import resolve_device
 from common.evaluate import predict
 from common.labels import one_hot
@@ -130,6 +130,7 @@ class Dist:
     device: torch.device
     rank: int = 0
     world_size: int = 1
+    processes_per_node: int = 1
 
     @property
     def is_main(self) -> bool:
@@ -310,7 +311,8 @@ def init_distributed(device_name: str) -> Dist:
         torch.cuda.set_device(local_rank)
     torch_dist.init_process_group("nccl" if cuda else "gloo")
     return Dist(device=torch.device("cuda", local_rank) if cuda else torch.device("cpu"),
-                rank=torch_dist.get_rank(), world_size=world_size)
+                rank=torch_dist.get_rank(), world_size=world_size,
+                processes_per_node=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 AMP_MODES = ("auto", "on", "off", "bf16", "fp16")
@@ -387,8 +389,7 @@ CHECK_EVERY = 50  # batches between the loop's host syncs (NaN/Inf check, stop f
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                batches: Iterable[tuple[int, torch.Tensor, torch.Tensor]], n_batches: int,
-                lr_at: Callable[[int], float], multilabel: bool, amp_dtype: torch.dtype | None, dist: Dist,
+                batches: Iterable[tuple[int, torch.Tensor, torch.Tensor]], lr_at: Callable[[int], float], multilabel: bool, amp_dtype: torch.dtype | None, dist: Dist,
                 stop: StopFlag, state: TrainState, bar: tqdm, threshold: float | None = None,
                 graphed: GraphedStep | None = None) -> None:
     """Back-propagate (batch number, x, y) batches. Losses stay on the device; every CHECK_EVERY batches, at the
@@ -443,8 +444,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torc
             pending.append((b, loss.detach(), len(y), lr))
         seen = b + 1
         bar.update(scored)
-        last = seen == n_batches
-        if last or len(pending) >= CHECK_EVERY or (dist.world_size == 1 and stop.signum):
+        if len(pending) >= CHECK_EVERY or (dist.world_size == 1 and stop.signum):
             check(stop.signum)
     check(stop.signum)
 
@@ -487,7 +487,8 @@ class Run:
             "model": unwrap(self.model).state_dict(), "model_hparams": self.hparams,
             "optimizer": portable_optimizer_state(self.optimizer.state_dict()),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "state": asdict(self.state), "rng": rng_state(self.dist.device), "schedule_epochs": self.cfg.schedule_epochs,
+            "state": asdict(self.state), "rng": rng_state(self.dist.device),
+            "schedule_epochs": self.cfg.schedule_epochs,
             "classes": self.data.classes, "task": self.data.task, "multilabel": self.data.multilabel,
             "normalisation": self.data.norm, "input_shape": self.data.input_shape,
             "data_dir": str(self.cfg.data_dir), "data_fingerprint": self.data.fingerprint,
@@ -605,8 +606,7 @@ def fit_epoch(run: Run, epoch: int, batches_of: TrainBatches, stop: StopFlag) ->
               desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (run.dist.is_main and sys.stderr.isatty())) as bar:
         try:
             train_epoch(run.model, run.optimizer, run.scaler,
-                        batch_stream(batches_of, epoch, batches, state.batches_done, cfg.workers), len(batches),
-                        lr_at, run.data.multilabel, run.amp_dtype, run.dist, stop, state, bar,
+                        batch_stream(batches_of, epoch, batches, state.batches_done, cfg.workers), lr_at, run.data.multilabel, run.amp_dtype, run.dist, stop, state, bar,
                         run.plan.batch_threshold(epoch), run.graphed)
         finally:
             state.train_seconds += time.time() - started
@@ -728,9 +728,8 @@ def claim_run_dir(cfg: TrainConfig) -> int:
                                   f"{ckpt_dir / 'last.pt'}, choose another --ckpt_dir, or pass --overwrite to replace it")
             for name in existing:
                 (ckpt_dir / name).unlink()
-        for name in RUN_FILES:  # temporary files of a run killed while writing (atomic_file's names)
-            for stale in ckpt_dir.glob(f".{name}.*.tmp"):
-                stale.unlink()
+        for name in RUN_FILES:  # a run killed while writing one of them
+            remove_stale_temp_files(ckpt_dir / name)
     except BaseException:
         os.close(fd)
         raise
@@ -739,8 +738,7 @@ def claim_run_dir(cfg: TrainConfig) -> int:
 
 def _train(cfg: TrainConfig, ckpt: dict | None, dist: Dist) -> dict | None:
     log = partial(print, flush=True) if dist.is_main else (lambda *args, **kwargs: None)
-    processes_per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    torch.set_num_threads(cfg.threads or max(1, len(os.sched_getaffinity(0)) // processes_per_node))
+    torch.set_num_threads(cfg.threads or max(1, len(os.sched_getaffinity(0)) // dist.processes_per_node))
     torch.set_flush_denormal(True)  # denormal floats made some CPU batches 10-20x slower
     data = load_data(cfg.data_dir, cfg.window_seconds)
     if ckpt is not None:
@@ -787,11 +785,11 @@ def train_and_report(cfg: TrainConfig, ckpt: dict | None, data: Data, dist: Dist
     log(f"data {cfg.data_dir}: {len(data.X['train'])} train / {len(data.X['val'])} val / {len(data.X['test'])} test"
         f" records, {'multi' if data.multilabel else 'single'}-label {data.classes}, {data.input_shape}")
     log(f"model {count_parameters(run.model):,} params {run.hparams}; {dist.device} x{dist.world_size}, "
-        f"{torch.get_num_threads()} threads, amp {run.amp_dtype}, cuda graphs {'on' if run.graphed else 'off'}; epochs {state.epoch + 1}..{cfg.epochs} of a "
+        f"{torch.get_num_threads()} threads, amp {run.amp_dtype}, cuda graphs {'on' if run.graphed else 'off'}; "
+        f"epochs {state.epoch + 1}..{cfg.epochs} of a "
         f"{cfg.schedule_epochs}-epoch one-cycle, batch {cfg.batch_size}, lr {cfg.lr:g}, augment {cfg.augment}"
         + (f", from {run.source}" if run.source else ""))
-    placement, why = choose_placement(data.X["train"].nbytes, dist.device, cfg.placement,
-                                      int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    placement, why = choose_placement(data.X["train"].nbytes, dist.device, cfg.placement, dist.processes_per_node)
     log(f"train split in {placement}: {why}")
     batches_of = TrainBatches(data.X["train"], data.y["train"], data.norm, data.input_shape["window"],
                               data.input_shape["fs"], cfg.augment, cfg.seed, dist.rank, dist.device, placement)

@@ -36,7 +36,7 @@ def fit_one_batch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, thre
     model.register_forward_hook(lambda m, args, out: seen.append(args[0]) if torch.is_grad_enabled() else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     state = TrainState()
-    train_epoch(model, optimizer, torch.amp.GradScaler("cpu", enabled=False), [(0, x, y)], 1, lambda b: 1e-3, True,
+    train_epoch(model, optimizer, torch.amp.GradScaler("cpu", enabled=False), [(0, x, y)], lambda b: 1e-3, True,
                 None, Dist(torch.device("cpu")), StopFlag(), state, tqdm(disable=True), threshold)
     return state
 
