@@ -96,7 +96,8 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=Path("bench/out/gpu"), help="run dirs and results.json")
     p.add_argument("--train_rows", type=int, help="repeat train rows up to this count (timing at full size)")
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--loop_batches", type=int, default=200, help="timed batches of each loop in the comparison")
+    p.add_argument("--loop_batches", type=int, default=3000,
+                   help="timed batches of each loop in the comparison (enough seconds for NVML busy samples)")
     p.add_argument("--device", default="cuda", help="cpu rehearses every step on the CPU (small data only)")
     args = p.parse_args()
     device = torch.device(args.device)
