@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from common.cuda_graph import GraphedStep
-from common.data import TrainBatches, batch_stream
+from common.data import TrainBatches
 from common.model import build_model
 from common.train import Dist, StopFlag, TrainConfig, TrainState, epoch_batches, epoch_rows, loss_fn, train_epoch
 
@@ -109,7 +109,7 @@ def our_loop(batches_of: TrainBatches, n_classes: int, multilabel: bool, cfg: Tr
     graphed = GraphedStep(model, optimizer, partial(loss_fn, multilabel=multilabel), amp_dtype) if cuda_graphs else None
 
     def stream(first: int, last: int) -> Iterator:
-        return batch_stream(batches_of, 0, rows[:last], first, workers=0)
+        return ((b, *batches_of.get_batch(0, b, rows[b])) for b in range(first, last))
 
     def steps(first: int, last: int) -> None:
         train_epoch(model, optimizer, scaler, stream(first, last), lambda b: cfg.lr, multilabel, amp_dtype,

@@ -4,9 +4,6 @@ The train split is placed once, in the first of these that fits: GPU memory (whe
 the memory map itself (rows read per batch). get_batch(epoch, batch, rows) then cuts one random window per
 record, z-scores it per lead and augments it on the training device, with a generator seeded by
 (seed, epoch, batch, rank): a batch is the same whenever it is made, so a resumed run continues exactly.
-On the GPU, batch_stream asks get_batch for a block of several batches at once (blocks of BLOCK_BYTES), so the
-host launches the cutting and augmenting kernels once per block instead of once per batch and stays ahead of
-the GPU; a block is seeded by its own number the same way.
 """
 from __future__ import annotations
 
@@ -23,7 +20,6 @@ import torch
 from common.augment import augment
 
 PLACEMENTS = ("auto", "device", "ram", "mmap")
-BLOCK_BYTES = 32 * 2**20  # float32 windows per get_batch call when the train split is in GPU memory
 
 
 def available_memory() -> int:
@@ -76,12 +72,6 @@ class TrainBatches:
             self.X = torch.from_numpy(np.array(X, dtype=np.float32))
         else:
             self.X = X
-
-    def batches_per_block(self, batch_size: int) -> int:
-        """Batches cut by one get_batch call: as many as BLOCK_BYTES of windows hold on the GPU, else 1."""
-        if self.placement != "device":
-            return 1
-        return max(1, BLOCK_BYTES // (batch_size * self.mean.shape[1] * self.window * 4))
 
     def generator(self, epoch: int, batch: int) -> torch.Generator:
         """The generator of one batch's windows and augmentation, seeded by (seed, epoch, batch, rank)."""
@@ -136,15 +126,5 @@ def in_background(fn: Callable, items: Iterable, workers: int) -> Iterator:
 
 def batch_stream(data: TrainBatches, epoch: int, batches: list[np.ndarray], first: int,
                  workers: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """(batch number, x, y) for batches[first:] of `epoch`, prepared by `workers` background threads; blocks of
-    data.batches_per_block batches are made by one get_batch call (numbered by block) and handed out as views."""
-    per_block = data.batches_per_block(len(batches[0])) if batches else 1
-
-    def make_block(block: int) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
-        numbers = range(block * per_block, min((block + 1) * per_block, len(batches)))
-        x, y = data.get_batch(epoch, block, np.concatenate([batches[b] for b in numbers]))
-        ends = np.cumsum([len(batches[b]) for b in numbers])
-        return [(b, x[end - len(batches[b]):end], y[end - len(batches[b]):end]) for b, end in zip(numbers, ends)]
-
-    blocks = in_background(make_block, range(first // per_block, -(-len(batches) // per_block)), workers)
-    return (item for block in blocks for item in block if item[0] >= first)
+    """(batch number, x, y) for batches[first:] of `epoch`, prepared by `workers` background threads."""
+    return in_background(lambda b: (b, *data.get_batch(epoch, b, batches[b])), range(first, len(batches)), workers)
