@@ -4,7 +4,7 @@ A checkpoint (last.pt, best.pt) is a dict of tensors and plain Python values:
   model, model_hparams, optimizer, scaler (None unless fp16 AMP), state (epoch, batches_done, epoch_loss_sum,
   epoch_samples, samples_backpropagated, elapsed_seconds, train_seconds, best_score, best_epoch, history),
   rng (torch, numpy, python, cuda), schedule_epochs, classes, task, multilabel, normalisation,
-  input_shape (leads, length, fs, window), data_dir, data_fingerprint, config, torch_version.
+  input_shape (leads, length, fs, window), signal (lead names in channel order, units, filter), data_dir, data_fingerprint, config, torch_version.
 """
 from __future__ import annotations
 

@@ -160,6 +160,7 @@ class Data:
     norm: dict
     fingerprint: dict
     input_shape: dict                     # leads, length, fs, window (samples)
+    signal: dict                          # lead names in channel order and meta.json's "signal" (units, filter)
     full_train: int                       # train records of the data dir a PDD stage was cut from (else its own)
 
 
@@ -259,6 +260,7 @@ def load_data(data_dir: str | Path, window_seconds: float) -> Data:
     return Data(X=X, y=y, classes=classes, multilabel=bool(meta["multilabel"]), task=str(meta.get("task", "")),
                 norm=norm, fingerprint=meta["fingerprint"],
                 input_shape={"leads": n_leads, "length": length, "fs": fs, "window": window},
+                signal={"leads": list(meta["leads"]), **meta.get("signal", {})},
                 full_train=source_train_records(meta, len(X["train"])))
 
 
@@ -490,7 +492,7 @@ class Run:
             "state": asdict(self.state), "rng": rng_state(self.dist.device),
             "schedule_epochs": self.cfg.schedule_epochs,
             "classes": self.data.classes, "task": self.data.task, "multilabel": self.data.multilabel,
-            "normalisation": self.data.norm, "input_shape": self.data.input_shape,
+            "normalisation": self.data.norm, "input_shape": self.data.input_shape, "signal": self.data.signal,
             "data_dir": str(self.cfg.data_dir), "data_fingerprint": self.data.fingerprint,
             "config": asdict(self.cfg), "torch_version": str(torch.__version__),
         }
