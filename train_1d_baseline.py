@@ -18,7 +18,7 @@ if __name__ == "__main__":
     quiet_interrupts()  # before torch loads: Ctrl-C at start-up ends without a traceback
 
 from common.data import PLACEMENTS  # noqa: E402
-from common.online_pdd import PDD_MODES  # noqa: E402
+from common.online_pdd import PDD_MODES, SCORE_SOURCES  # noqa: E402
 from common.train import AMP_MODES, TrainConfig, main  # noqa: E402
 
 
@@ -69,17 +69,32 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--pdd", choices=PDD_MODES, default=d.pdd,
                    help="online Progressive Data Dropout: dbpd back-propagates only the records the model still "
                         "finds hard, srd a random gamma^epoch fraction, smrd as many random records as a dbpd run "
-                        "kept; all end with --revision_frac of the epochs on all records (common/online_pdd.py)")
+                        "kept, infobatch leaves out a random --pdd_ratio of the below-mean-loss records and "
+                        "up-weights the rest; all end with epochs on all records (common/online_pdd.py)")
     p.add_argument("--pdd_threshold", type=float, default=d.pdd_threshold,
                    help="dbpd: a record is hard while its true-label probability is below this; multi-label: the "
                         "lowest over classes of p (positive class) or 1-p (negative class), so a record is learnt "
                         "only when every class is right with at least this probability")
+    p.add_argument("--pdd_scores", choices=SCORE_SOURCES, default=d.pdd_scores,
+                   help="dbpd: fresh scores each batch by an extra forward pass (the paper); last uses each record's "
+                        "score from its last training forward pass (no extra pass)")
+    p.add_argument("--pdd_readmit", type=float, default=d.pdd_readmit,
+                   help="dbpd --pdd_scores last: fraction of the learnt records trained anyway each epoch, so a "
+                        "record whose score went stale can come back")
+    p.add_argument("--pdd_bn", choices=("restore", "update"), default=d.pdd_bn,
+                   help="dbpd fresh: BatchNorm running stats after the scoring pass: restore, or update (the "
+                        "paper's code)")
+    p.add_argument("--pdd_ratio", type=float, default=d.pdd_ratio,
+                   help="infobatch: fraction of the records with below-mean last loss left out each epoch")
+    p.add_argument("--pdd_delta", type=float, default=d.pdd_delta,
+                   help="infobatch: the epochs after this fraction of the run train on all records")
     p.add_argument("--pdd_gamma", type=float, default=d.pdd_gamma,
                    help="srd: epoch e (from 0) takes ceil(gamma^e * N) random records")
     p.add_argument("--pdd_match", default=d.pdd_match,
                    help="smrd: run dir of a finished --pdd dbpd run on this data; its per-epoch counts are kept")
     p.add_argument("--revision_frac", type=float, default=d.revision_frac,
-                   help="dbpd/srd/smrd: the last round(frac * epochs) epochs train on all records")
+                   help="dbpd/srd/smrd: the last round(frac * epochs) epochs train on all records (infobatch: "
+                        "--pdd_delta)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run in --ckpt_dir (refused otherwise, unless resuming that run's last.pt)")
     unset = object()  # argparse keeps attributes already on the namespace: those still unset were not given

@@ -43,8 +43,8 @@ from common.evaluate import predict
 from common.labels import one_hot
 from common.metrics import format_summary, plot_history, summarise, tune_thresholds, write_history_csv
 from common.model import build_model, count_parameters
-from common.online_pdd import (PDD_MODES, Plan, dbpd_mask, matched_counts, revision_epochs, scoring_logits,
-                               true_label_prob)
+from common.online_pdd import (PDD_MODES, SCORE_SOURCES, Plan, RecordScores, dbpd_mask, matched_counts,
+                               revision_epochs, scoring_logits, true_label_prob)
 
 
 @dataclass
@@ -80,8 +80,14 @@ class TrainConfig:
     init_from: str | None = None          # checkpoint whose weights start a new run
     stop_after_epoch: int | None = None   # end this job after that epoch, resumable: splits a run across jobs
     pdd: str = "none"                     # online Progressive Data Dropout (common/online_pdd.py): none | dbpd |
-                                          # srd | smrd; each ends with revision epochs on all rows
+                                          # srd | smrd | infobatch; each ends with revision epochs on all rows
     pdd_threshold: float = 0.7            # dbpd: back-propagate records whose true-label probability is below it
+    pdd_scores: str = "fresh"             # dbpd: fresh (a scoring pass per batch) | last (each record's score at
+                                          # its last training forward pass; no extra pass)
+    pdd_readmit: float = 0.1              # dbpd last: fraction of the learnt records trained anyway each epoch
+    pdd_bn: str = "restore"               # dbpd fresh: restore | update BatchNorm's running stats after scoring
+    pdd_ratio: float = 0.5                # infobatch: fraction of the below-mean-loss records left out per epoch
+    pdd_delta: float = 0.875              # infobatch: the epochs after this fraction of the run use all records
     pdd_gamma: float = 0.9                # srd: epoch e (from 0) takes ceil(gamma^e * N) random rows
     pdd_match: str | None = None          # smrd: run dir of a finished dbpd run whose per-epoch counts it takes
     revision_frac: float = 0.2            # dbpd/srd/smrd: the last round(frac * epochs) epochs use all rows
@@ -164,7 +170,8 @@ class Data:
     full_train: int                       # train records of the data dir a PDD stage was cut from (else its own)
 
 
-PDD_OPTIONS = ("pdd", "pdd_threshold", "pdd_gamma", "pdd_match", "revision_frac")
+PDD_OPTIONS = ("pdd", "pdd_threshold", "pdd_scores", "pdd_readmit", "pdd_bn", "pdd_ratio", "pdd_delta", "pdd_gamma",
+               "pdd_match", "revision_frac")
 INHERITED = ("batch_size", "lr", "weight_decay", "window_seconds", "augment", "patience", "dropout", "seed", "amp",
              *PDD_OPTIONS)
 DEFAULT_EPOCHS = 30
@@ -205,17 +212,27 @@ def check_config(cfg: TrainConfig) -> None:
 
 
 def check_pdd_options(cfg: TrainConfig) -> list[str]:
-    """Problems with the online PDD options: ranges, --pdd_match exactly for smrd, no dbpd under torchrun."""
+    """Problems with the online PDD options: ranges, --pdd_match exactly for smrd, no dbpd or infobatch under
+    torchrun."""
     problems = []
     if cfg.pdd not in PDD_MODES:
         problems.append(f"--pdd must be one of {', '.join(PDD_MODES)}, got {cfg.pdd!r}")
-    if not 0 <= cfg.pdd_threshold <= 1 or not 0 < cfg.pdd_gamma <= 1 or not 0 <= cfg.revision_frac <= 1:
-        problems.append("--pdd_threshold and --revision_frac must be in [0, 1], --pdd_gamma in (0, 1]")
-    if (cfg.pdd == "smrd") != bool(cfg.pdd_match):
-        problems.append("--pdd smrd needs --pdd_match RUN_DIR (a finished --pdd dbpd run), and only it takes one")
-    if cfg.pdd == "dbpd" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        problems.append("--pdd dbpd runs in one process only: under torchrun each rank would keep a different number "
-                        "of samples per batch; run it without torchrun (srd and smrd work under torchrun)")
+    if not all(0 <= v <= 1 for v in (cfg.pdd_threshold, cfg.revision_frac, cfg.pdd_readmit)) \
+            or not 0 < cfg.pdd_gamma <= 1:
+        problems.append("--pdd_threshold, --pdd_readmit and --revision_frac must be in [0, 1], --pdd_gamma in (0, 1]")
+    if not 0 <= cfg.pdd_ratio < 1 or not 0 < cfg.pdd_delta < 1:
+        problems.append(f"--pdd_ratio must be in [0, 1) (1 would leave out every low-loss record and weight the "
+                        f"others by 1/0) and --pdd_delta in (0, 1), got {cfg.pdd_ratio} and {cfg.pdd_delta}")
+    if cfg.pdd_scores not in SCORE_SOURCES or cfg.pdd_bn not in ("restore", "update"):
+        problems.append(f"--pdd_scores must be one of {', '.join(SCORE_SOURCES)} and --pdd_bn restore or update")
+    if cfg.pdd == "smrd" and not cfg.pdd_match:
+        problems.append("--pdd smrd needs --pdd_match RUN_DIR (a finished --pdd dbpd run)")
+    if cfg.pdd != "smrd" and cfg.pdd_match:
+        problems.append(f"--pdd_match is for --pdd smrd only; drop it from --pdd {cfg.pdd}")
+    if cfg.pdd in ("dbpd", "infobatch") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        problems.append(f"--pdd {cfg.pdd} runs in one process only: under torchrun each rank would keep a different "
+                        "number of samples or know only its own records' losses; run it without torchrun (srd and "
+                        "smrd work under torchrun)")
     return problems
 
 
@@ -393,12 +410,13 @@ CHECK_EVERY = 50  # batches between the loop's host syncs (NaN/Inf check, stop f
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                 batches: Iterable[tuple[int, torch.Tensor, torch.Tensor]], lr_at: Callable[[int], float], multilabel: bool, amp_dtype: torch.dtype | None, dist: Dist,
                 stop: StopFlag, state: TrainState, bar: tqdm, threshold: float | None = None,
-                graphed: GraphedStep | None = None) -> None:
+                graphed: GraphedStep | None = None, scores: RecordScores | None = None, restore_bn: bool = True) -> None:
     """Back-propagate (batch number, x, y) batches. Losses stay on the device; every CHECK_EVERY batches, at the
     epoch's end, and as soon as a signal arrived, they are fetched at once (one host sync), checked, and folded
     into `state`. With a DBPD `threshold`, each batch is first scored without grad and only its hard records
-    are back-propagated (none: no step at all). With `graphed`, full batches replay a captured CUDA graph of the
-    step (common/cuda_graph.py). Raises NonFiniteLossError when a loss was NaN/Inf (the state on
+    are back-propagated (none: no step at all; `restore_bn` puts BatchNorm's running stats back after scoring).
+    With `scores`, each batch's loss is weighted per record and each record's score kept (infobatch, dbpd
+    --pdd_scores last). With `graphed`, full batches replay a captured CUDA graph of the step (common/cuda_graph.py). Raises NonFiniteLossError when a loss was NaN/Inf (the state on
     disk is the last good checkpoint), TrainingInterrupted at the check after a signal came."""
     model.train()
     pending: list[tuple[int, torch.Tensor, int, float]] = []  # (batch, loss on the device, records, lr)
@@ -415,6 +433,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torc
                 f"{state.epoch + 1}, batch {b + 1} (lr {lr:.3g}); the last checkpoint written before it is kept. "
                 "Check the data for NaN/Inf values, or lower --lr, or use --amp off")
         state.batches_done = seen
+        if scores is not None:
+            scores.fetch()
         for (_, _, n, _), value in zip(pending, values):
             state.epoch_loss_sum += value * n
             state.epoch_samples += n
@@ -430,7 +450,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torc
         set_lr(optimizer, lr)
         scored = len(y)
         if threshold is not None:
-            keep = dbpd_mask(true_label_prob(scoring_logits(model, x, amp_dtype), y, multilabel), threshold)
+            keep = dbpd_mask(true_label_prob(scoring_logits(model, x, amp_dtype, restore_bn), y, multilabel),
+                             threshold)
             x, y = x[keep], y[keep]
             state.scoring_forward_samples += scored * dist.world_size
         if graphed is not None and graphed.fits(x, y):
@@ -438,7 +459,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torc
         elif len(y):
             with torch.autocast(dist.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = model(x)
-            loss = loss_fn(logits, y, multilabel)
+            loss = loss_fn(logits, y, multilabel) if scores is None else scores.loss(b, logits, y)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -471,6 +492,7 @@ class Run:
     state: TrainState
     source: str | None                    # the checkpoint it started from, if any
     graphed: GraphedStep | None = None    # the captured training step (common/cuda_graph.py), on one GPU
+    scores: RecordScores | None = None    # each record's last training score (infobatch, dbpd --pdd_scores last)
     job_started: float = field(default_factory=time.time)
     elapsed_before: float = 0.0           # elapsed_seconds of earlier jobs of this run
 
@@ -490,6 +512,7 @@ class Run:
             "optimizer": portable_optimizer_state(self.optimizer.state_dict()),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "state": asdict(self.state), "rng": rng_state(self.dist.device),
+            "record_scores": self.scores.state_dict() if self.scores is not None else None,
             "schedule_epochs": self.cfg.schedule_epochs,
             "classes": self.data.classes, "task": self.data.task, "multilabel": self.data.multilabel,
             "normalisation": self.data.norm, "input_shape": self.data.input_shape, "signal": self.data.signal,
@@ -527,10 +550,12 @@ def start_run(cfg: TrainConfig, ckpt: dict | None, data: Data, dist: Dist, log: 
               scaler=torch.amp.GradScaler(dist.device.type, enabled=amp_dtype == torch.float16),
               amp_dtype=amp_dtype, hparams=hparams, plan=pdd_plan(cfg, len(data.X["train"])), state=TrainState(),
               source=source)
+    if run.plan.tracks_records:
+        run.scores = RecordScores(len(data.X["train"]), run.plan, data.multilabel)
     if cfg.resume:
         continue_run(run, ckpt, log)
     if cfg.cuda_graphs == "auto" and dist.device.type == "cuda" and dist.world_size == 1 \
-            and amp_dtype != torch.float16 and cfg.pdd != "dbpd":
+            and amp_dtype != torch.float16 and cfg.pdd not in ("dbpd", "infobatch"):
         run.graphed = GraphedStep(model, run.optimizer, partial(loss_fn, multilabel=data.multilabel), amp_dtype)
     if dist.world_size > 1:
         run.model = nn.parallel.DistributedDataParallel(
@@ -544,8 +569,14 @@ def pdd_plan(cfg: TrainConfig, n_train: int) -> Plan:
         matched = matched_counts(Path(cfg.pdd_match), n_train, cfg.epochs) if cfg.pdd == "smrd" else ()
     except ValueError as e:
         raise ConfigError(str(e)) from e
-    return Plan(mode=cfg.pdd, epochs=cfg.epochs, revision=revision_epochs(cfg.epochs, cfg.revision_frac),
-                threshold=cfg.pdd_threshold, gamma=cfg.pdd_gamma, matched=matched)
+    revision = revision_epochs(cfg.epochs, 1 - cfg.pdd_delta if cfg.pdd == "infobatch" else cfg.revision_frac)
+    if cfg.pdd == "infobatch" and revision == 0:
+        raise ConfigError(f"--pdd_delta {cfg.pdd_delta} leaves no full-data epoch in {cfg.epochs} epochs "
+                          f"(round({cfg.epochs} * (1 - delta)) = 0); lower --pdd_delta to at most "
+                          f"{1 - 0.5 / cfg.epochs:.3f} or train more epochs")
+    return Plan(mode=cfg.pdd, epochs=cfg.epochs, revision=revision, threshold=cfg.pdd_threshold, gamma=cfg.pdd_gamma,
+                matched=matched, scores=cfg.pdd_scores, readmit=cfg.pdd_readmit, ratio=cfg.pdd_ratio,
+                restore_bn=cfg.pdd_bn == "restore")
 
 
 def continue_run(run: Run, ckpt: dict, log: Callable[..., None]) -> None:
@@ -581,8 +612,11 @@ def continue_run(run: Run, ckpt: dict, log: Callable[..., None]) -> None:
         unfinished = "; its unfinished epoch restarts" if state.batches_done else ""
         log(f"resuming on different data: {ckpt['data_dir']} (dataset fingerprint "
             f"{ckpt['data_fingerprint'].get('dataset', '?')[:12]}) -> {cfg.data_dir} "
-            f"({run.data.fingerprint.get('dataset', '?')[:12]}){unfinished}")
+            f"({run.data.fingerprint.get('dataset', '?')[:12]}){unfinished}"
+            + ("; records' last scores start afresh" if run.scores is not None else ""))
         state.batches_done, state.epoch_loss_sum, state.epoch_samples = 0, 0.0, 0
+    elif run.scores is not None and ckpt.get("record_scores") is not None:
+        run.scores.load_state_dict(ckpt["record_scores"])
     if state.batches_done and tuple(state.partition) != (cfg.batch_size, dist.world_size):
         size, processes = state.partition
         raise ConfigError(f"{cfg.resume} stopped in the middle of epoch {state.epoch + 1}, after {state.batches_done} "
@@ -596,7 +630,11 @@ def fit_epoch(run: Run, epoch: int, batches_of: TrainBatches, stop: StopFlag) ->
     and samples_per_second, and marks it done in run.state."""
     cfg, state, n_train = run.cfg, run.state, len(run.data.X["train"])
     rows = epoch_rows(n_train, cfg.seed, epoch, run.plan.rows(epoch, n_train))
+    if run.scores is not None:
+        rows, weights = run.plan.select(epoch, rows, run.scores.last, cfg.seed)
     batches = epoch_batches(rows, cfg.batch_size, run.dist)
+    if run.scores is not None:
+        run.scores.start_epoch(batches, rows, weights)
     sizes = [len(batch) for batch in batches]
 
     def lr_at(b: int) -> float:
@@ -609,9 +647,11 @@ def fit_epoch(run: Run, epoch: int, batches_of: TrainBatches, stop: StopFlag) ->
         try:
             train_epoch(run.model, run.optimizer, run.scaler,
                         batch_stream(batches_of, epoch, batches, state.batches_done, cfg.workers), lr_at, run.data.multilabel, run.amp_dtype, run.dist, stop, state, bar,
-                        run.plan.batch_threshold(epoch), run.graphed)
+                        run.plan.batch_threshold(epoch), run.graphed, run.scores, run.plan.restore_bn)
         finally:
             state.train_seconds += time.time() - started
+    if run.scores is not None:
+        run.scores.end_epoch()
     backpropagated = state.epoch_samples * run.dist.world_size
     stats = {"train_loss": state.epoch_loss_sum / state.epoch_samples if state.epoch_samples else math.nan,
              "lr": lr_at(max(len(batches) - 1, 0)), "epoch_backpropagated": backpropagated,

@@ -17,7 +17,7 @@ from common.checkpoint import load_checkpoint
 from common.datadir import write_json_atomic
 from common.metrics import write_history_csv
 from common.model import build_model
-from common.online_pdd import Plan, scoring_logits, srd_count, true_label_prob
+from common.online_pdd import Plan, RecordScores, record_losses, scoring_logits, srd_count, true_label_prob
 from common.train import ConfigError, Dist, StopFlag, TrainState, train, train_epoch
 from conftest import ROOT, TINY_TRAIN, history_rows, tiny_train_config, with_preprocess_meta
 
@@ -96,6 +96,90 @@ def test_srd_counts_and_revision_epochs() -> None:
     assert [dbpd.rows(e, 96) for e in range(6)] == [96] * 6
 
 
+def test_infobatch_leaves_out_a_ratio_of_the_below_mean_records_and_weights_the_rest() -> None:
+    last = np.random.default_rng(0).random(10_000).astype(np.float32)
+    last[:100] = np.nan  # never trained: hard, always kept
+    plan = Plan(mode="infobatch", epochs=8, revision=1, ratio=0.3)
+    rows = np.random.default_rng(1).permutation(10_000)
+    kept, weights = plan.select(2, rows, last, seed=0)
+    well = last < np.nanmean(last)
+    dropped = np.setdiff1d(rows, kept)
+    assert well[dropped].all() and np.isin(np.flatnonzero(np.isnan(last)), kept).all()
+    assert abs(len(dropped) / well.sum() - 0.3) < 0.02
+    assert np.array_equal(kept, rows[np.isin(rows, kept)])  # the epoch's order is kept
+    assert np.allclose(weights, np.where(well[kept], 1 / 0.7, 1.0))
+    again, _ = plan.select(2, rows, last, seed=0)
+    assert np.array_equal(again, kept) and not np.array_equal(plan.select(3, rows, last, seed=0)[0], kept)
+    full, ones = plan.select(7, rows, last, seed=0)  # the revision epoch
+    assert np.array_equal(full, rows) and (ones == 1).all()
+
+
+def test_dbpd_on_last_scores_drops_learnt_records_which_come_back_when_found_hard() -> None:
+    plan = Plan(mode="dbpd", epochs=20, revision=2, threshold=0.7, scores="last", readmit=0.25)
+    assert plan.tracks_records and plan.batch_threshold(0) is None and plan.rows(0, 4) == 4
+    scores = RecordScores(4, plan, multilabel=True)
+    scores.last[:] = [np.nan, 0.2, 0.9, 0.95]  # never trained, hard, learnt, learnt
+    admitted = []
+    for epoch in range(12):
+        kept, _ = plan.select(epoch, np.arange(4), scores.last, seed=0)
+        assert {0, 1} <= set(kept.tolist())
+        admitted.append(2 in kept)
+    assert 0 < sum(admitted) < 12  # a learnt record is re-admitted now and then, at random
+    comes_back = admitted.index(True)
+    kept, weights = plan.select(comes_back, np.arange(4), scores.last, seed=0)
+    scores.start_epoch([kept], kept, weights)
+    logits = torch.full((len(kept), 1), 3.0)  # record 2 now predicted wrong with p = sigmoid(3) for a 0 label
+    loss = scores.loss(0, logits, torch.zeros(len(kept), 1))
+    assert torch.isclose(loss, record_losses(logits, torch.zeros(len(kept), 1), True).mean())
+    scores.end_epoch()
+    assert scores.last[2] < 0.7 and np.isnan(scores.fresh).all()
+    assert all(2 in plan.select(e, np.arange(4), scores.last, seed=0)[0] for e in range(comes_back + 1, 18))
+
+
+def test_record_scores_weight_the_loss_and_keep_losses_for_infobatch() -> None:
+    plan = Plan(mode="infobatch", epochs=4, revision=1, ratio=0.5)
+    scores = RecordScores(5, plan, multilabel=True)
+    scores.start_epoch([np.array([3, 1]), np.array([4])], np.array([3, 1, 4]), np.array([2.0, 1.0, 2.0]))
+    logits, y = torch.tensor([[0.5, -1.0], [2.0, 0.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    per = record_losses(logits, y, True)
+    assert torch.isclose(scores.loss(0, logits, y), (per * torch.tensor([2.0, 1.0])).mean())
+    scores.fetch()
+    assert np.allclose(scores.fresh[[3, 1]], per.numpy()) and np.isnan(scores.last).all()
+    restored = RecordScores(5, plan, multilabel=True)
+    restored.load_state_dict(scores.state_dict())
+    assert np.array_equal(restored.fresh, scores.fresh, equal_nan=True)
+
+
+def test_scoring_pass_may_update_batchnorm_statistics_as_the_papers_code_does() -> None:
+    torch.manual_seed(0)
+    model = build_model(n_classes=3, width=8, stages=2, blocks=1, kernel_size=5).train()
+    before = copy.deepcopy(model.state_dict())
+    scoring_logits(model, torch.randn(8, 12, 100), None, restore_bn=False)
+    assert any(not torch.equal(value, model.state_dict()[name]) for name, value in before.items())
+
+
+def test_infobatch_run_prunes_then_trains_on_all_and_no_scoring_pass(tiny_data_dir: Path, tmp_path: Path) -> None:
+    report = train(tiny_train_config(tiny_data_dir, tmp_path / "ib", pdd="infobatch", pdd_delta=0.75))
+    kept = column(tmp_path / "ib", "epoch_backpropagated")
+    assert kept[0] == 96 and all(k < 96 for k in kept[1:3]) and kept[3] == 96  # first: no losses known yet
+    assert report["scoring_forward_samples"] == 0 and report["samples_backpropagated"] == sum(kept)
+    assert report["pdd"]["mode"] == "infobatch" and report["pdd"]["revision"] == 1
+    scores = load_checkpoint(tmp_path / "ib" / "last.pt")["record_scores"]
+    assert not torch.isnan(scores["last"]).any() and torch.isnan(scores["fresh"]).all()
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(pdd="infobatch", pdd_match="x"), "--pdd_match is for --pdd smrd only; drop it from --pdd infobatch"),
+    (dict(pdd="infobatch", pdd_ratio=1.0), "--pdd_ratio must be in [0, 1)"),
+    (dict(pdd="infobatch"), "--pdd_delta 0.875 leaves no full-data epoch in 4 epochs"),
+    (dict(pdd="dbpd", pdd_scores="stale"), "--pdd_scores must be one of fresh, last"),
+])
+def test_pdd_options_that_make_no_sense_are_refused(tiny_data_dir: Path, tmp_path: Path, options: dict,
+                                                     message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        train(tiny_train_config(tiny_data_dir, tmp_path / "run", **options))
+
+
 def test_srd_run_keeps_gamma_fractions_then_revises_on_all(tiny_data_dir: Path, tmp_path: Path) -> None:
     report = train(tiny_train_config(tiny_data_dir, tmp_path / "srd", pdd="srd", pdd_gamma=0.5, revision_frac=0.25))
     assert column(tmp_path / "srd", "epoch_backpropagated") == [96, 48, 24, 96]
@@ -147,7 +231,9 @@ def test_smrd_refuses_a_run_dir_that_does_not_match(tiny_data_dir: Path, tmp_pat
         train(tiny_train_config(tiny_data_dir, tmp_path / "smrd", pdd="smrd"))
 
 
-@pytest.mark.parametrize("options", [dict(pdd="srd", pdd_gamma=0.6), dict(pdd="dbpd", pdd_threshold=0.6)])
+@pytest.mark.parametrize("options", [dict(pdd="srd", pdd_gamma=0.6), dict(pdd="dbpd", pdd_threshold=0.6),
+                                     dict(pdd="infobatch", pdd_delta=0.75),
+                                     dict(pdd="dbpd", pdd_scores="last", pdd_threshold=0.6, pdd_readmit=0.3)])
 def test_two_plus_two_epochs_equal_four(tiny_data_dir: Path, tmp_path: Path, options: dict) -> None:
     train(tiny_train_config(tiny_data_dir, tmp_path / "full", **options))
     assert train(tiny_train_config(tiny_data_dir, tmp_path / "split", stop_after_epoch=2, **options)) is None
