@@ -1,15 +1,16 @@
-"""Classification metrics from record probabilities, and the run's report: history.csv, curves PNG, summary."""
+"""Classification metrics from record probabilities, and the run's report: history.csv, curve PNGs, summary."""
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve, roc_auc_score
+from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
 from common.datadir import atomic_file
 from common.evaluate import per_record_loss
 from common.labels import one_hot
+from common.stats import auc_intervals
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_macro_auc", "lr", "samples_backpropagated", "seconds",
                    "epoch_seconds", "samples_per_second", "train_records", "epoch_backpropagated",
@@ -58,11 +59,12 @@ def per_class_f1(predicted: np.ndarray, targets: np.ndarray, classes: list[str])
 
 
 def summarise(probs: np.ndarray, y: np.ndarray, multilabel: bool, classes: list[str],
-              thresholds: list[float] | None = None) -> dict:
+              thresholds: list[float] | None = None, intervals: bool = False) -> dict:
     """Metrics of one split: loss, macro/per-class AUC and F1, plus accuracy for single-label tasks.
 
     Multi-label F1 uses per-class `thresholds` (default 0.5; pass the ones tuned on validation for test);
     single-label F1 and accuracy use the argmax class. Classes without both labels are listed, AUC None.
+    `intervals` adds 95 % bootstrap intervals of the AUCs (common.stats: 1,000 resamples of the records, seed 0).
     """
     targets = one_hot(y, len(classes), multilabel)
     aucs = per_class_auc(probs, targets, classes)
@@ -73,6 +75,10 @@ def summarise(probs: np.ndarray, y: np.ndarray, multilabel: bool, classes: list[
         "per_class_auc": aucs,
         "classes_without_both_labels": classes_without_both_labels(targets, classes),
     }
+    if intervals:
+        ci = auc_intervals(probs, targets, classes)
+        out.update(macro_auc_ci95=ci["macro_auc"], per_class_auc_ci95=ci["per_class_auc"],
+                   auc_ci95_bootstrap={"resamples": ci["resamples"], "seed": ci["seed"]})
     if multilabel:
         cut = np.asarray(thresholds if thresholds is not None else [0.5] * len(classes))
         predicted = (probs >= cut).astype(np.float32)
@@ -116,6 +122,29 @@ def plot_history(path: str | Path, rows: list[dict]) -> None:
     plt.close(fig)
 
 
+def plot_roc_curves(path: str | Path, probs: np.ndarray, y: np.ndarray, multilabel: bool, classes: list[str]) -> None:
+    """Save one-vs-rest ROC curves of every class with both labels, AUC in the legend, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = one_hot(y, len(classes), multilabel)
+    aucs = per_class_auc(probs, targets, classes)
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for k, c in enumerate(classes):
+        if aucs[c] is not None:
+            fpr, tpr, _ = roc_curve(targets[:, k], probs[:, k])
+            ax.plot(fpr, tpr, label=f"{c} (AUC {aucs[c]:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="chance")
+    ax.set(title=f"ROC curves per class, {len(probs)} records", xlabel="false positive rate",
+           ylabel="true positive rate")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def format_summary(report: dict) -> str:
     """A few readable lines about a finished run, from its metrics.json content."""
     test, val = report["test"], report["val"]
@@ -123,12 +152,14 @@ def format_summary(report: dict) -> str:
     def number(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.3f}"
 
+    ci = test.get("macro_auc_ci95")
+    interval = f" (95 % CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
     scoring = f", +{report['scoring_forward_samples']:,} scoring forward passes" \
         if report["scoring_forward_samples"] else ""
     lines = [
         f"run dir {report['ckpt_dir']}: best epoch {report['best_epoch']} of {report['epochs']} "
         f"(val macro AUC {number(val['macro_auc'])})",
-        f"test macro AUC {number(test['macro_auc'])}, macro F1 {number(test['macro_f1'])}"
+        f"test macro AUC {number(test['macro_auc'])}{interval}, macro F1 {number(test['macro_f1'])}"
         + (f", accuracy {test['accuracy']:.3f}" if "accuracy" in test else " (thresholds tuned on val)"),
         "test per-class AUC: " + ", ".join(f"{c} {number(a)}" for c, a in test["per_class_auc"].items()),
         f"{report['samples_backpropagated']:,} samples back-propagated ({report['effective_epochs']:.1f} effective "

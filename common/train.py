@@ -175,7 +175,7 @@ PDD_OPTIONS = ("pdd", "pdd_threshold", "pdd_scores", "pdd_readmit", "pdd_bn", "p
 INHERITED = ("batch_size", "lr", "weight_decay", "window_seconds", "augment", "patience", "dropout", "seed", "amp",
              *PDD_OPTIONS)
 DEFAULT_EPOCHS = 30
-RUN_FILES = ("last.pt", "best.pt", "history.csv", "metrics.json", "training_curves.png")
+RUN_FILES = ("last.pt", "best.pt", "history.csv", "metrics.json", "training_curves.png", "roc_curves.png")
 REQUIRED_META = ("classes", "multilabel", "fs", "length", "leads", "normalisation", "fingerprint")
 
 
@@ -875,16 +875,18 @@ def train_and_report(cfg: TrainConfig, ckpt: dict | None, data: Data, dist: Dist
 
 
 def final_report(run: Run) -> dict:
-    """Score best.pt once: F1 thresholds tuned on validation, then test; write metrics.json and the curves."""
+    """Score best.pt once: F1 thresholds tuned on validation, then test; write metrics.json and the curve PNGs."""
+    from common.metrics import plot_roc_curves
+
     cfg, data, state, ckpt_dir = run.cfg, run.data, run.state, Path(run.cfg.ckpt_dir)
     unwrap(run.model).load_state_dict(load_checkpoint(ckpt_dir / "best.pt")["model"])
-    val_probs = run.score("val")
+    val_probs, test_probs = run.score("val"), run.score("test")
     thresholds = (tune_thresholds(val_probs, one_hot(data.y["val"], len(data.classes), True))
                   if data.multilabel else None)
     best_row = next(row for row in state.history if row["epoch"] == state.best_epoch)
     report = {
         "val": summarise(val_probs, data.y["val"], data.multilabel, data.classes, thresholds),
-        "test": summarise(run.score("test"), data.y["test"], data.multilabel, data.classes, thresholds),
+        "test": summarise(test_probs, data.y["test"], data.multilabel, data.classes, thresholds, intervals=True),
         "best_epoch": state.best_epoch, "epochs": state.epoch,
         "samples_backpropagated": state.samples_backpropagated,
         "samples_backpropagated_at_best": best_row["samples_backpropagated"],
@@ -901,6 +903,7 @@ def final_report(run: Run) -> dict:
     }
     write_json_atomic(ckpt_dir / "metrics.json", report)
     plot_history(ckpt_dir / "training_curves.png", state.history)
+    plot_roc_curves(ckpt_dir / "roc_curves.png", test_probs, data.y["test"], data.multilabel, data.classes)
     return report
 
 

@@ -30,7 +30,8 @@ from conftest import ROOT, TINY_TRAIN_FLAGS, history_rows, run_repo_script, tiny
 SCRIPT = ROOT / "train_1d_baseline.py"
 TINY_FLAGS = TINY_TRAIN_FLAGS
 REQUIRED_HISTORY = ["epoch", "train_loss", "val_loss", "val_macro_auc", "lr", "samples_backpropagated", "seconds"]
-RUN_FILES = {"best.pt", "last.pt", "history.csv", "metrics.json", "training_curves.png"}
+RUN_FILES = {"best.pt", "last.pt", "history.csv", "metrics.json", "training_curves.png", "roc_curves.png"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 tiny_config = partial(tiny_train_config, epochs=3)
 read_history = history_rows
 
@@ -47,6 +48,16 @@ def assert_same_training_state(a: dict, b: dict) -> None:
             assert torch.equal(tensor, b["optimizer"]["state"][key][name]), (key, name)
     for key in ("epoch", "samples_backpropagated", "best_epoch", "best_score"):
         assert a["state"][key] == b["state"][key], key
+
+
+def assert_intervals_hold_the_auc(test: dict) -> None:
+    """The test split's bootstrap intervals: 1,000 resamples, seed 0, lo <= AUC <= hi for the macro and each class."""
+    assert test["auc_ci95_bootstrap"] == {"resamples": 1000, "seed": 0}
+    lo, hi = test["macro_auc_ci95"]
+    assert lo <= test["macro_auc"] <= hi
+    for c, auc in test["per_class_auc"].items():
+        lo, hi = test["per_class_auc_ci95"][c]
+        assert lo <= auc <= hi, c
 
 
 def test_model_output_shape_and_size() -> None:
@@ -129,6 +140,8 @@ def test_training_learns_and_writes_the_run_dir(tiny_data_dir: Path, tmp_path: P
             "n_params", "config"} <= metrics.keys()
     assert {"macro_auc", "per_class_auc", "macro_f1", "thresholds"} <= metrics["test"].keys()
     assert metrics["test"]["thresholds"] == metrics["val"]["thresholds"]
+    assert_intervals_hold_the_auc(metrics["test"])
+    assert (run / "roc_curves.png").read_bytes().startswith(PNG_SIGNATURE)
     model, ckpt = load_model(run / "best.pt")
     assert ckpt["state"]["epoch"] == metrics["best_epoch"]
     probs = predict(model, np.load(tiny_data_dir / "X_test.npy", mmap_mode="r"), ckpt["normalisation"],
@@ -142,6 +155,7 @@ def test_single_label_reports_accuracy_and_macro_f1(tiny_make_data_dir, tmp_path
     report = train(tiny_config(data_dir, tmp_path / "run", epochs=5))
     assert report["test"]["accuracy"] > 0.8 and report["test"]["macro_f1"] > 0.7
     assert report["test"]["macro_auc"] > 0.9 and "thresholds" not in report["test"]
+    assert_intervals_hold_the_auc(report["test"])
 
 
 def test_two_plus_two_epochs_equal_four(tiny_data_dir: Path, tmp_path: Path) -> None:
