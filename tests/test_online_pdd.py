@@ -248,10 +248,12 @@ def test_two_plus_two_epochs_equal_four(tiny_data_dir: Path, tmp_path: Path, opt
 
 def test_experiment_runner_end_to_end_and_rerun_skips(tiny_data_dir: Path, tmp_path: Path, capsys) -> None:
     data, out = with_preprocess_meta(tiny_data_dir), tmp_path / "experiment"
+    variants = ["baseline", "staged", "dbpd", "srd", "smrd", "infobatch", "dbpd_last", "budget"]
     argv = ["--data_dir", str(data), "--out_dir", str(out), "--seeds", "0", "--epochs", "3",
-            *[f"--{k}={v}" for k, v in TINY_TRAIN.items()], "--revision_frac", "0.34"]
+            *[f"--{k}={v}" for k, v in TINY_TRAIN.items()], "--revision_frac", "0.34", "--pdd_delta", "0.66",
+            "--variants", *variants]
     markdown = pdd_experiment.main(argv)
-    for variant in pdd_experiment.VARIANTS:
+    for variant in variants[:-1]:
         assert f"| {variant} |" in markdown
     with open(out / "results.csv", newline="") as f:
         rows = {row["variant"]: row for row in csv.DictReader(f)}
@@ -261,10 +263,24 @@ def test_experiment_runner_end_to_end_and_rerun_skips(tiny_data_dir: Path, tmp_p
         stage3["samples_backpropagated"] + baseline["samples_backpropagated"]
     assert int(rows["staged"]["scoring_forward_samples"]) == 96 * 3  # 4 s records, 2 s windows every 1 s
     assert float(rows["baseline"]["effective_epochs"]) == 3 and float(rows["dbpd"]["scoring_epochs"]) == 2
+    assert int(rows["dbpd"]["forward_samples"]) == int(rows["dbpd"]["samples_backpropagated"]) + 2 * 96
     assert column(out / "smrd" / "seed0", "epoch_backpropagated") == \
         column(out / "dbpd" / "seed0", "epoch_backpropagated")
+    # every PDD run has a budget-matched baseline: the plain recipe for as many epochs as it back-propagated
+    for variant in variants[2:-1]:
+        epochs = min(max(1, round(int(rows[variant]["samples_backpropagated"]) / 96)), 2)
+        budget = json.loads((out / "budget" / f"epochs{epochs}" / "seed0" / "metrics.json").read_text())
+        assert budget["epochs"] == epochs and budget["config"]["pdd"] == "none" and f"budget{epochs}" in rows
+        assert load_checkpoint(out / "budget" / f"epochs{epochs}" / "seed0" / "last.pt")["schedule_epochs"] == epochs
+        lo, point, hi = (float(rows[variant][k]) for k in ("diff_vs_budget_lo", "diff_vs_budget", "diff_vs_budget_hi"))
+        assert lo <= point <= hi
+    point = float(rows["infobatch"]["diff_vs_baseline"])
+    assert point == pytest.approx(float(rows["infobatch"]["test_macro_auc"]) - float(rows["baseline"]["test_macro_auc"]),
+                                  abs=1e-6)
+    assert rows["baseline"]["diff_vs_baseline"] == "" and "Goal (" in markdown
+    assert (out / "auc_vs_compute.png").stat().st_size > 1000 and (out / "results.md").is_file()
     assert not (data / "difficulty.npy").exists()
-    assert (out / "auc_vs_effective_epochs.png").stat().st_size > 1000 and (out / "results.md").is_file()
     capsys.readouterr()
     assert pdd_experiment.main(argv) == markdown
-    assert capsys.readouterr().out.count("finished earlier") == 7  # baseline, 3 stages, dbpd, srd, smrd
+    finished = capsys.readouterr().out.count("finished earlier")
+    assert finished == 9 + len({p.parent for p in (out / "budget").glob("*/seed0")})  # 3 stages, 6 runs, budgets
