@@ -10,6 +10,11 @@ from common.augment import normalise, sliding_window_starts, sliding_windows
 EPS = 1e-7
 
 
+def default_stride(window: int) -> int:
+    """Samples between sliding-window starts when none is given: half a window."""
+    return window // 2
+
+
 @torch.inference_mode()
 def predict(model: nn.Module, X: np.ndarray, norm: dict, multilabel: bool, window: int, stride: int | None = None,
             batch_size: int = 512, device: str | torch.device = "cpu") -> np.ndarray:
@@ -22,7 +27,7 @@ def predict(model: nn.Module, X: np.ndarray, norm: dict, multilabel: bool, windo
     Always in fp32 (never autocast), with the windows cut on `device`, so one checkpoint gives the same
     probabilities on any device. `batch_size` counts windows. The model's train/eval mode is left as it was.
     """
-    stride = window // 2 if stride is None else stride
+    stride = default_stride(window) if stride is None else stride
     device = torch.device(device)
     starts = sliding_window_starts(X.shape[-1], window, stride).to(device)
     records_per_chunk = max(1, batch_size // len(starts))

@@ -252,10 +252,7 @@ class ReadResult:
 def prepare_signal(path: Path, fs: float, length: int, band: tuple[float, float] | None) -> np.ndarray:
     """Read a record and apply the documented transforms: resample, band-pass, centre-crop or pad."""
     x, native_fs = signals.read_record(path)
-    x = signals.resample(x, native_fs, fs)
-    if band is not None:
-        x = signals.bandpass(x, fs, *band)
-    return signals.fit_length(x, length).astype(np.float32)
+    return signals.fit_length(signals.resample_and_filter(x, native_fs, fs, band), length).astype(np.float32)
 
 
 def read_chunk(task: ReadTask) -> ReadResult:

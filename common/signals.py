@@ -1,4 +1,4 @@
-"""Read one WFDB record as a (12, length) float32 array in the standard lead order, and transform it.
+"""Read one WFDB record as a (leads, length) array, by default in the standard 12-lead order, and transform it.
 
 Reading parses the header and, for the common single-file format 16 (all of PTB-XL), reads the
 .dat file with numpy directly: the same physical values as `wfdb.rdsamp`, without its per-record
@@ -104,36 +104,48 @@ def read_physical(record_path: Path, header: Header) -> np.ndarray:
     return physical
 
 
-def standard_lead_order(names: tuple[str, ...]) -> list[int]:
-    """Column indices that put a record's leads in the standard 12-lead order (names matched case-insensitively)."""
+def lead_order(names: tuple[str, ...], leads: tuple[str, ...] = STANDARD_LEADS) -> list[int]:
+    """Column indices that put a record's leads in the order of `leads` (names matched case-insensitively, so
+    aVR is AVR); RecordError naming the missing ones."""
     upper = [n.upper() for n in names]
-    missing = [lead for lead in STANDARD_LEADS if lead not in upper]
+    missing = [lead for lead in leads if lead.upper() not in upper]
     if missing:
-        raise RecordError(f"has {len(names)} leads {list(names)}; missing {missing} of the standard 12")
-    return [upper.index(lead) for lead in STANDARD_LEADS]
+        needed = "the standard 12" if tuple(leads) == STANDARD_LEADS else f"the {len(leads)} needed {list(leads)}"
+        raise RecordError(f"has {len(names)} leads {list(names)}; missing {missing} of {needed}")
+    return [upper.index(lead.upper()) for lead in leads]
 
 
-def read_record(record_path: Path) -> tuple[np.ndarray, float]:
-    """Read a record as (12, samples) float64 in standard lead order, plus its sampling rate."""
+def require_finite(x: np.ndarray) -> None:
+    """RecordError when a signal holds NaN or Inf (WFDB's invalid samples read as NaN)."""
+    if not np.isfinite(x).all():
+        raise RecordError("has NaN or Inf samples")
+
+
+def read_record(record_path: Path, leads: tuple[str, ...] = STANDARD_LEADS) -> tuple[np.ndarray, float]:
+    """Read a record as (len(leads), samples) float64 in the order of `leads`, plus its sampling rate."""
     hea = record_path.with_name(record_path.name + ".hea")
     if not hea.is_file():
         raise RecordError(f"{hea} not found")
     header = parse_header(hea)
-    order = standard_lead_order(header.names)
+    order = lead_order(header.names, leads)
     try:
         physical = read_physical(record_path, header)
     except (OSError, ValueError) as exc:
         raise RecordError(f"signal unreadable: {exc}") from exc
-    if not np.isfinite(physical).all():
-        raise RecordError("has NaN or Inf samples")
+    require_finite(physical)
     return physical[:, order].T, header.fs
+
+
+def resample_ratio(fs_in: float, fs_out: float) -> Fraction:
+    """Up/down factors of the polyphase resampling from fs_in to fs_out (denominator at most 1000)."""
+    return Fraction(fs_out / fs_in).limit_denominator(1000)
 
 
 def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     """Polyphase resampling along the last axis (anti-aliased), from fs_in to fs_out."""
     if fs_in == fs_out:
         return x
-    ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
+    ratio = resample_ratio(fs_in, fs_out)
     return sps.resample_poly(x, ratio.numerator, ratio.denominator, axis=-1)
 
 
@@ -143,6 +155,12 @@ def bandpass(x: np.ndarray, fs: float, low: float, high: float) -> np.ndarray:
         raise ValueError(f"band-pass {low}-{high} Hz must satisfy 0 < low < high < fs/2 = {fs / 2}")
     sos = sps.butter(3, [low, high], btype="band", fs=fs, output="sos")
     return sps.sosfiltfilt(sos, x, axis=-1)
+
+
+def resample_and_filter(x: np.ndarray, fs_in: float, fs_out: float, band: tuple[float, float] | None) -> np.ndarray:
+    """What a record goes through before crop or pad, in preprocessing and prediction alike: resample, then band-pass."""
+    x = resample(x, fs_in, fs_out)
+    return x if band is None else bandpass(x, fs_out, *band)
 
 
 def fit_length(x: np.ndarray, length: int) -> np.ndarray:
