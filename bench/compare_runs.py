@@ -5,8 +5,11 @@
 A PDD stage run needs the baseline run whose checkpoint scored the difficulty; its samples and wall
 time are added to the stage run's own ("total" columns), since staged training cannot exist without it.
 Effective epochs = total samples back-propagated / training records of the full data dir.
-Runs must share their classes. Under a small test split (fewer than MIN_TEST_RECORDS records, or a class with
-fewer than MIN_TEST_POSITIVES positives or negatives) a note says how far a single test record moves the AUCs.
+Runs must share their classes and their test records (the data dirs' X_test.npy and y_test.npy fingerprints).
+Each later run is paired with the first: both best.pt score the test records again and the difference of their
+macro-AUCs gets a 95 % interval from the same bootstrap resamples of the records (common/stats.py).
+Under a small test split (fewer than MIN_TEST_RECORDS records, or a class with fewer than MIN_TEST_POSITIVES
+positives or negatives) a note says how far a single test record moves the AUCs.
 """
 from __future__ import annotations
 
@@ -21,9 +24,13 @@ from common.cli import quiet_interrupts  # noqa: E402
 if __name__ == "__main__":
     quiet_interrupts()  # before torch loads: Ctrl-C at start-up ends without a traceback
 
-from common.datadir import load_npy  # noqa: E402
+from common.checkpoint import load_model  # noqa: E402
+from common.datadir import load_npy, load_split  # noqa: E402
+from common.device import resolve_device  # noqa: E402
+from common.evaluate import predict  # noqa: E402
 from common.labels import one_hot  # noqa: E402
 from common.pdd import load_json  # noqa: E402
+from common.stats import paired_auc_difference  # noqa: E402
 
 MIN_TEST_RECORDS = 500
 MIN_TEST_POSITIVES = 50
@@ -55,6 +62,13 @@ def test_label_counts(run_metrics: dict) -> dict[str, tuple[int, int]]:
     return {c: (int(n), len(y) - int(n)) for c, n in zip(run_metrics["classes"], positives)}
 
 
+def test_split_fingerprint(run_metrics: dict) -> tuple[str, str]:
+    """SHA-256 of X_test.npy and y_test.npy as the run's data dir recorded them: equal means the same test records."""
+    fingerprint = load_json(Path(run_metrics["data_dir"]) / "meta.json", "is the run's data dir still where it was "
+                            "trained?", ("fingerprint",))["fingerprint"]
+    return fingerprint["X_test.npy"], fingerprint["y_test.npy"]
+
+
 def describe(run_dir: Path) -> dict:
     """One table row for a run dir."""
     metrics = load_run(run_dir)
@@ -67,6 +81,8 @@ def describe(run_dir: Path) -> dict:
     return {
         "run": str(run_dir),
         "classes": metrics["classes"],
+        "data_dir": metrics["data_dir"],
+        "test_split": test_split_fingerprint(metrics),
         "test_macro_auc": metrics["test"]["macro_auc"],
         "val_macro_auc": metrics["val"]["macro_auc"],
         "per_class_auc": metrics["test"]["per_class_auc"],
@@ -82,12 +98,43 @@ def describe(run_dir: Path) -> dict:
 
 
 def check_comparable(rows: list[dict]) -> None:
-    """Refuse runs whose classes differ from the first run's: their AUCs measure different tasks."""
+    """Refuse runs whose classes or test records differ from the first run's: their AUCs measure different things."""
     first = rows[0]
     for row in rows[1:]:
         if row["classes"] != first["classes"]:
             raise ValueError(f"{row['run']} has classes {row['classes']} but {first['run']} has {first['classes']}; "
                              "compare runs trained on the same classes")
+        if row["test_split"] != first["test_split"]:
+            raise ValueError(f"{row['run']} was tested on other records than {first['run']} (X_test.npy/y_test.npy "
+                             f"of {row['data_dir']} and {first['data_dir']} differ); compare runs tested on the same "
+                             "test split")
+
+
+def paired_differences(run_dirs: list[Path], rows: list[dict]) -> str:
+    """Each later run's test macro-AUC minus the first run's, with its paired bootstrap interval, from the test
+    probabilities of each run's best.pt re-scored on the first run's test split."""
+    missing = [d / "best.pt" for d in run_dirs if not (d / "best.pt").is_file()]
+    if missing:
+        return f"paired interval of the macro-AUC difference: not computed, {missing[0]} not found"
+    X, y = load_split(rows[0]["data_dir"], "test")
+    device = resolve_device("auto")
+    probs = []
+    for run_dir in run_dirs:
+        model, ckpt = load_model(run_dir / "best.pt", device)
+        probs.append(predict(model, X, ckpt["normalisation"], ckpt["multilabel"], ckpt["input_shape"]["window"],
+                             device=device))
+    results = [paired_auc_difference(run_probs, probs[0], y) for run_probs in probs[1:]]
+    lines = [f"paired bootstrap over the {len(y)} test records, each run's best.pt ({results[0]['resamples']:,} "
+             f"resamples, seed {results[0]['seed']}):"]
+    for row, result in zip(rows[1:], results):
+        pair = f"  test macro-AUC {row['run']} - {rows[0]['run']}"
+        if result["interval"] is None:
+            lines.append(f"{pair}: no class has both labels")
+            continue
+        lo, hi = result["interval"]
+        verdict = "excludes 0" if lo > 0 or hi < 0 else "includes 0: no difference shown"
+        lines.append(f"{pair}: {result['difference']:+.4f}, 95 % interval [{lo:+.4f}, {hi:+.4f}] ({verdict})")
+    return "\n".join(lines)
 
 
 def small_test_note(row: dict) -> str | None:
@@ -136,11 +183,13 @@ def format_rows(rows: list[dict], markdown: bool) -> str:
 
 
 def compare(run_dirs: list[Path], markdown: bool = False) -> str:
-    """The comparison table of the run dirs, followed by the small-test note when it applies."""
+    """The comparison table of the run dirs, the paired intervals of their differences, and the small-test note
+    when it applies."""
     rows = [describe(d) for d in run_dirs]
     check_comparable(rows)
     note = small_test_note(rows[0])
-    return format_rows(rows, markdown) + (f"\n\n{note}" if note else "")
+    paired = f"\n\n{paired_differences(run_dirs, rows)}" if len(rows) > 1 else ""
+    return format_rows(rows, markdown) + paired + (f"\n\n{note}" if note else "")
 
 
 def main(argv: list[str] | None = None) -> int:
