@@ -61,7 +61,8 @@ from common.device import resolve_device  # noqa: E402
 from common.difficulty import compute_difficulty  # noqa: E402
 from common.evaluate import predict  # noqa: E402
 from common.pdd import build_stage, generate_stages, load_json, split_difficulty  # noqa: E402
-from common.stats import bootstrap_weights, macro_over_defined, percentile_interval, resampled_aucs  # noqa: E402
+from common.stats import (macro_over_defined, percentile_interval, point_and_bootstrap_weights,  # noqa: E402
+                          resampled_aucs)
 from common.train import (ConfigError, NonFiniteLossError, TrainConfig, TrainingInterrupted,  # noqa: E402
                           check_config, resolve_config, train)
 from train_1d_baseline import parse_args as parse_train_args  # noqa: E402
@@ -330,7 +331,7 @@ def add_statistics(rows: list[dict], data_dir: Path, device: str, epochs: int,
     baseline, with paired bootstrap 95 % intervals; returns each difference per resample (row 0: the point
     estimate), keyed "<variant>/<seed>/<vs_baseline|vs_budget>", for the means over seeds."""
     X_test, y_test = load_split(data_dir, "test")
-    weights = np.vstack([np.ones((1, len(y_test)), dtype=np.int64), bootstrap_weights(len(y_test), RESAMPLES)])
+    weights = point_and_bootstrap_weights(len(y_test), RESAMPLES)
     resampled = {(row["variant"], row["seed"]): resampled_macro_aucs(row["run_dir"], X_test, y_test, weights, device)
                  for row in rows}
     differences = {}

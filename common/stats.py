@@ -17,6 +17,12 @@ def bootstrap_weights(n: int, resamples: int = 1000, seed: int = 0) -> np.ndarra
     return np.bincount((draws + offsets).ravel(), minlength=resamples * n).reshape(resamples, n)
 
 
+def point_and_bootstrap_weights(n: int, resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    """Counts (1 + resamples, n): row 0 all ones (the records as they are: the point estimate), then
+    bootstrap_weights."""
+    return np.vstack([np.ones((1, n), dtype=np.int64), bootstrap_weights(n, resamples, seed)])
+
+
 def weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """ROC AUC (R,) of 1-D scores under each row of record weights (R, N), tied scores counted 1/2; NaN where a
     row gives no weight to positives or to negatives (the AUC is undefined there)."""
@@ -83,7 +89,7 @@ def paired_auc_difference(probs_a: np.ndarray, probs_b: np.ndarray, targets: np.
                           seed: int = 0, level: float = 0.95) -> dict:
     """Macro AUC of model a minus model b on the same records, and its percentile bootstrap interval from the
     same resamples for both models (pairing cancels the records' shared difficulty)."""
-    weights = np.vstack([np.ones((1, len(probs_a)), dtype=np.int64), bootstrap_weights(len(probs_a), resamples, seed)])
+    weights = point_and_bootstrap_weights(len(probs_a), resamples, seed)
     difference = (macro_over_defined(resampled_aucs(probs_a, targets, weights))
                   - macro_over_defined(resampled_aucs(probs_b, targets, weights)))
     return {"difference": None if np.isnan(difference[0]) else float(difference[0]),

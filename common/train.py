@@ -41,7 +41,8 @@ from common.datadir import SPLITS, load_meta, load_split, remove_stale_temp_file
 from common.device import resolve_device
 from common.evaluate import predict
 from common.labels import one_hot
-from common.metrics import format_summary, plot_history, summarise, tune_thresholds, write_history_csv
+from common.metrics import (format_summary, plot_history, plot_roc_curves, summarise, tune_thresholds,
+                            write_history_csv)
 from common.model import build_model, count_parameters
 from common.online_pdd import (PDD_MODES, SCORE_SOURCES, Plan, RecordScores, dbpd_mask, matched_counts,
                                revision_epochs, scoring_logits, true_label_prob)
@@ -876,7 +877,6 @@ def train_and_report(cfg: TrainConfig, ckpt: dict | None, data: Data, dist: Dist
 
 def final_report(run: Run) -> dict:
     """Score best.pt once: F1 thresholds tuned on validation, then test; write metrics.json and the curve PNGs."""
-    from common.metrics import plot_roc_curves
 
     cfg, data, state, ckpt_dir = run.cfg, run.data, run.state, Path(run.cfg.ckpt_dir)
     unwrap(run.model).load_state_dict(load_checkpoint(ckpt_dir / "best.pt")["model"])

@@ -1,6 +1,5 @@
 """common/stats.py: the weighted AUC of a resample is sklearn's AUC of the resampled records, and the bootstrap
 intervals behave as intervals should (contain the estimate, shrink with records, pair two models)."""
-import time
 
 import numpy as np
 import pytest
@@ -91,10 +90,3 @@ def test_a_clearly_better_model_has_an_interval_above_zero():
     assert flipped["difference"] == -result["difference"]
     assert flipped["interval"] == pytest.approx([-result["interval"][1], -result["interval"][0]], abs=1e-12)
 
-
-def test_a_thousand_resamples_of_a_ptbxl_test_fold_take_well_under_a_second():
-    probs, targets = ptbxl_like(2146)
-    auc_intervals(probs, targets, CLASSES)  # warm-up
-    started = time.perf_counter()
-    auc_intervals(probs, targets, CLASSES)
-    assert time.perf_counter() - started < 1.0
