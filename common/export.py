@@ -1,0 +1,126 @@
+"""Export a checkpoint as an ONNX window scorer plus a JSON sidecar holding everything another program needs to
+score whole records the way predict.py does (onnx/onnxruntime: requirements-export.txt)."""
+from __future__ import annotations
+
+import importlib.util
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.augment import normalise
+from common.checkpoint import load_model
+from common.datadir import atomic_file, write_json_atomic
+from common.evaluate import default_stride
+from common.inference import Member, checkpoint_signal, decision_thresholds
+
+log = logging.getLogger("predict")
+
+OPSET = 17
+TOLERANCE = 1e-4
+CHECK_WINDOWS = 8
+
+
+class WindowProbabilities(nn.Module):
+    """A checkpoint's model as one graph: raw windows (batch, leads, window) in the checkpoint's units -> class
+    probabilities (batch, classes), its per-lead normalisation and sigmoid (multi-label) or softmax inside."""
+
+    def __init__(self, model: nn.Module, norm: dict, multilabel: bool):
+        super().__init__()
+        self.model, self.norm, self.multilabel = model, norm, multilabel
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        logits = self.model(normalise(windows, self.norm))
+        return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
+
+
+def onnx_bytes(scorer: WindowProbabilities, leads: int, window: int) -> bytes:
+    """The scorer as an ONNX model with a dynamic batch axis, by the TorchScript-based exporter (no network, and
+    no onnxscript needed)."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter announces its deprecation, and tracing its constants
+        torch.onnx.export(scorer, (torch.zeros(2, leads, window),), buffer, dynamo=False, opset_version=OPSET,
+                          input_names=["windows"], output_names=["probabilities"],
+                          dynamic_axes={"windows": {0: "batch"}, "probabilities": {0: "batch"}})
+    return buffer.getvalue()
+
+
+def check_with_onnxruntime(path: Path, scorer: WindowProbabilities, leads: int, window: int) -> dict:
+    """Largest difference between onnxruntime's and PyTorch's probabilities on random windows (3 mV scale);
+    RuntimeError above TOLERANCE. Skipped, and said so, when onnxruntime is not installed."""
+    try:
+        import onnxruntime
+    except ImportError:
+        log.warning("warning: onnxruntime is not installed, so %s was not checked against PyTorch "
+                    "(pip install -r requirements-export.txt)", path)
+        return {"checked": False, "why": "onnxruntime not installed"}
+    windows = np.random.default_rng(0).normal(scale=3.0, size=(CHECK_WINDOWS, leads, window)).astype(np.float32)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ours = session.run(None, {"windows": windows})[0]
+    with torch.inference_mode():
+        theirs = scorer(torch.from_numpy(windows)).numpy()
+    difference = float(np.abs(ours - theirs).max())
+    if difference > TOLERANCE:
+        raise RuntimeError(f"{path}: onnxruntime differs from PyTorch by {difference:.2e} (more than {TOLERANCE:g})")
+    return {"checked": True, "onnxruntime": onnxruntime.__version__, "windows": CHECK_WINDOWS,
+            "max_abs_difference": difference}
+
+
+def export_onnx(ckpt_path: Path, onnx_path: Path) -> Path:
+    """Write `onnx_path` and its sidecar (same name, .json), both atomically; return the sidecar's path."""
+    if importlib.util.find_spec("onnx") is None:
+        raise ValueError("--export needs the onnx package: pip install -r requirements-export.txt")
+    model, ckpt = load_model(ckpt_path)
+    signal = checkpoint_signal(ckpt, ckpt_path)
+    shape, multilabel, classes = ckpt["input_shape"], bool(ckpt["multilabel"]), list(ckpt["classes"])
+    leads, window, fs = int(shape["leads"]), int(shape["window"]), float(shape["fs"])
+    scorer = WindowProbabilities(model, ckpt["normalisation"], multilabel).eval()
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(onnx_path, "wb") as f:
+        f.write(onnx_bytes(scorer, leads, window))
+    check = check_with_onnxruntime(onnx_path, scorer, leads, window)
+    thresholds, source = decision_thresholds([Member(ckpt_path, model, ckpt, signal)])
+    stride = default_stride(window)
+    sidecar = {
+        "model": onnx_path.name,
+        "checkpoint": str(ckpt_path),
+        "input": {"name": "windows", "shape": ["batch", leads, window], "dtype": "float32",
+                  "units": signal.get("units", "mV"),
+                  "meaning": "raw windows in the leads' order below, after resampling and band-pass; "
+                             "the normalisation is inside the model"},
+        "output": {"name": "probabilities", "shape": ["batch", len(classes)],
+                   "meaning": f"per-window class probabilities ({'sigmoid' if multilabel else 'softmax'} inside)"},
+        "classes": classes,
+        "multilabel": multilabel,
+        "sampling_rate_hz": fs,
+        "leads": list(signal["leads"]),
+        "window": window,
+        "stride": stride,
+        "window_starts": f"0, {stride}, 2*{stride}, ... while a window fits, plus one window ending at the record's "
+                         f"end; records shorter than {window} samples cannot be scored",
+        "aggregation": "max over windows" if multilabel else "mean over windows",
+        "preprocessing": {
+            "lead_names": "matched case-insensitively (aVR = AVR)",
+            "resampling": f"polyphase (scipy.signal.resample_poly) to {fs:g} Hz, up/down ratio with denominator "
+                          "at most 1000",
+            "bandpass_hz": signal.get("bandpass_hz"),
+            "bandpass": ("zero-phase 3rd-order Butterworth (scipy.signal.sosfiltfilt), after resampling"
+                         if signal.get("bandpass_hz") else "none"),
+        },
+        "normalisation": {"mean": list(ckpt["normalisation"]["mean"]), "std": list(ckpt["normalisation"]["std"]),
+                          "applied": "inside the model: (x - mean) / std per lead; feed raw values"},
+        "thresholds": thresholds,
+        "thresholds_source": source,
+        "decision": ("a class is predicted when its aggregated probability is at least its threshold" if multilabel
+                     else "the class of highest aggregated probability"),
+        "onnx": {"opset": OPSET, "torch": str(torch.__version__), "check": check},
+    }
+    sidecar_path = onnx_path.with_suffix(".json")
+    write_json_atomic(sidecar_path, sidecar)
+    log.info("wrote %s (windows -> probabilities) and %s; thresholds: %s", onnx_path, sidecar_path, source)
+    return sidecar_path

@@ -1,0 +1,228 @@
+"""Apply trained checkpoints to new recordings: the whole of predict.py.
+
+Every record goes through what the checkpoint was trained with, read from the checkpoint: its leads in its order,
+the resampling and band-pass preprocess.py applies (common.signals), then common.evaluate.predict's per-lead
+normalisation and sliding-window scoring over the whole record. Several checkpoints are averaged as an ensemble.
+Records that cannot be used are skipped with a one-line reason; the others are still predicted.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from common import signals
+from common.checkpoint import CheckpointError, CheckpointMismatchError, load_model
+from common.datadir import META_NAME, atomic_file, load_meta
+from common.device import resolve_device
+from common.evaluate import predict
+from common.records import Record, find_records
+
+log = logging.getLogger("predict")
+
+CHUNK_RECORDS = 256    # records read, then scored, at a time: bounds memory on folders of any size
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass
+class Member:
+    """One checkpoint of the ensemble: its model (eval mode, on the device), the checkpoint dict and its "signal"."""
+
+    path: Path
+    model: nn.Module
+    ckpt: dict
+    signal: dict
+
+    def agreement(self) -> dict:
+        """What every member of an ensemble must share, so one prepared record and one label set serve them all."""
+        return {"classes": list(self.ckpt["classes"]), "multilabel": bool(self.ckpt["multilabel"]),
+                "fs": float(self.ckpt["input_shape"]["fs"]), "leads": [lead.upper() for lead in self.signal["leads"]],
+                "bandpass_hz": self.signal.get("bandpass_hz")}
+
+
+@dataclass(frozen=True)
+class Processing:
+    """What a record must go through before scoring: rate, lead order, band-pass, and the shortest usable length."""
+
+    fs: float
+    leads: tuple[str, ...]
+    bandpass: tuple[float, float] | None
+    window: int
+
+
+def checkpoint_signal(ckpt: dict, path: Path) -> dict:
+    """The checkpoint's lead order and signal processing; for checkpoints older than its "signal" entry, taken from
+    the meta.json of the data dir it was trained on, when that still holds the same data."""
+    if "signal" in ckpt:
+        return ckpt["signal"]
+    data_dir = Path(str(ckpt.get("data_dir", "")))
+    if not ckpt.get("data_dir") or not (data_dir / META_NAME).is_file():
+        raise CheckpointError(f"{path} predates checkpoints that record their leads and filtering, and its data dir "
+                              f"{ckpt.get('data_dir')} has no {META_NAME} to take them from; retrain it, or run from "
+                              "the folder it was trained in")
+    meta = load_meta(data_dir)
+    if meta.get("fingerprint", {}).get("dataset") != (ckpt.get("data_fingerprint") or {}).get("dataset"):
+        raise CheckpointError(f"{path} predates checkpoints that record their leads and filtering, and its data dir "
+                              f"{data_dir} now holds other data, so its {META_NAME} cannot stand in; retrain it")
+    log.info("%s has no signal entry: leads and filtering taken from %s", path, data_dir / META_NAME)
+    return {"leads": list(meta["leads"]), **meta.get("signal", {})}
+
+
+def load_members(paths: list[Path], device: torch.device) -> list[Member]:
+    """Load every --ckpt on `device`; CheckpointError naming the file when one is not ours, or naming each
+    difference when they cannot be averaged (classes, label type, rate, leads, band-pass)."""
+    members = []
+    for path in paths:
+        model, ckpt = load_model(path, device)
+        members.append(Member(path, model, ckpt, checkpoint_signal(ckpt, path)))
+    first = members[0].agreement()
+    for member in members[1:]:
+        other = member.agreement()
+        differences = [f"{key} {first[key]} vs {other[key]}" for key in first if first[key] != other[key]]
+        if differences:
+            raise CheckpointMismatchError(f"--ckpt {member.path} cannot be averaged with {members[0].path}: "
+                                          + "; ".join(differences))
+    return members
+
+
+def processing(members: list[Member]) -> Processing:
+    """The processing the ensemble's records need; the longest window of its members is the shortest record."""
+    signal, shape = members[0].signal, members[0].ckpt["input_shape"]
+    band = signal.get("bandpass_hz")
+    return Processing(float(shape["fs"]), tuple(signal["leads"]), tuple(band) if band else None,
+                      max(int(m.ckpt["input_shape"]["window"]) for m in members))
+
+
+def decision_thresholds(members: list[Member]) -> tuple[list[float] | None, str]:
+    """Per-class thresholds of a multi-label ensemble and where they come from: those tuned on validation in the
+    metrics.json beside each checkpoint (averaged over members), else 0.5 with a warning; None for single-label."""
+    if not members[0].ckpt["multilabel"]:
+        return None, "argmax (single-label model)"
+    classes = list(members[0].ckpt["classes"])
+    found = []
+    for member in members:
+        metrics = member.path.parent / "metrics.json"
+        try:
+            report = json.loads(metrics.read_text(encoding="utf-8"))
+            values = [float(t) for t in report["val"]["thresholds"]]
+            if list(report["classes"]) != classes or len(values) != len(classes):
+                raise ValueError(f"its classes {report['classes']} are not the checkpoint's {classes}")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            why = "not found" if not metrics.is_file() else f"unusable ({exc})"
+            log.warning("warning: %s %s: every class is decided at %g", metrics, why, DEFAULT_THRESHOLD)
+            return [DEFAULT_THRESHOLD] * len(classes), f"{DEFAULT_THRESHOLD} for every class ({metrics} {why})"
+        tuned_for = Path(str(report.get("checkpoint", member.path))).name
+        if tuned_for != member.path.name:
+            log.warning("warning: the thresholds in %s were tuned for %s, not %s", metrics, tuned_for, member.path.name)
+        found.append(values)
+    where = ", ".join(str(m.path.parent / "metrics.json") for m in members)
+    source = f"tuned on validation ({where})" if len(found) == 1 else f"mean of those tuned on validation ({where})"
+    return np.mean(found, axis=0).tolist(), source
+
+
+def prepare(record: Record, proc: Processing) -> np.ndarray:
+    """A record as the model's input: its leads in the model's order, resampled and band-passed as preprocess.py
+    does, float32 (leads, samples); RecordError saying why it cannot be used."""
+    x, fs = record.read(proc.leads)
+    ratio = signals.resample_ratio(fs, proc.fs)
+    if not math.isclose(fs * ratio, proc.fs, rel_tol=1e-9):
+        raise signals.RecordError(f"sampled at {fs:g} Hz, which cannot be resampled exactly to the model's "
+                                  f"{proc.fs:g} Hz (the nearest polyphase ratio {ratio} gives {float(fs * ratio):g} Hz)")
+    samples = math.ceil(x.shape[-1] * ratio)
+    if samples < proc.window:
+        raise signals.RecordError(f"has {samples} samples at {proc.fs:g} Hz ({samples / proc.fs:g} s), shorter than "
+                                  f"the model's window of {proc.window} samples ({proc.window / proc.fs:g} s)")
+    return signals.resample_and_filter(x, fs, proc.fs, proc.bandpass).astype(np.float32)
+
+
+def score(members: list[Member], X: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
+    """Record probabilities (N, C) of equal-length records X: common.evaluate.predict, averaged over the members."""
+    return np.mean([predict(m.model, X, m.ckpt["normalisation"], bool(m.ckpt["multilabel"]),
+                            int(m.ckpt["input_shape"]["window"]), batch_size=batch_size, device=device)
+                    for m in members], axis=0).astype(np.float32)
+
+
+def predict_records(members: list[Member], records: list[Record], batch_size: int,
+                    device: torch.device) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+    """Names and probabilities of the usable records in input order, and (name, reason) of the skipped ones.
+    Records are read CHUNK_RECORDS at a time and scored in groups of equal length."""
+    proc = processing(members)
+    names, probs, skipped = [], [], []
+    with tqdm(total=len(records), desc="predicting", unit="rec") as bar:
+        for first in range(0, len(records), CHUNK_RECORDS):
+            chunk = records[first:first + CHUNK_RECORDS]
+            prepared, by_length = {}, {}
+            for i, record in enumerate(chunk):
+                try:
+                    prepared[i] = prepare(record, proc)
+                except signals.RecordError as exc:
+                    skipped.append((record.name, str(exc)))
+                    continue
+                by_length.setdefault(prepared[i].shape[-1], []).append(i)
+            scored = {}
+            for rows in by_length.values():
+                scored.update(zip(rows, score(members, np.stack([prepared[i] for i in rows]), batch_size, device)))
+            names += [chunk[i].name for i in sorted(scored)]
+            probs += [scored[i] for i in sorted(scored)]
+            bar.update(len(chunk))
+    return names, np.array(probs, dtype=np.float32).reshape(len(names), len(members[0].ckpt["classes"])), skipped
+
+
+def decide(probs: np.ndarray, classes: list[str], thresholds: list[float] | None) -> list[str]:
+    """Predicted labels per record, ';'-joined: classes at or above their threshold, or the argmax class."""
+    if thresholds is None:
+        return [classes[k] for k in probs.argmax(axis=1)]
+    return [";".join(c for c, p, t in zip(classes, row, thresholds) if p >= t) for row in probs]
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
+    """A CSV written atomically, so a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path, "w") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def skipped_path(out: Path) -> Path:
+    """Where the skipped records of an output CSV are listed: `<out stem>.skipped.csv` beside it."""
+    return out.with_name(f"{out.stem}.skipped.csv")
+
+
+def run_predict(ckpts: list[Path], input_path: Path, out: Path, fs: float | None = None,
+                leads: list[str] | None = None, device: str = "auto", batch_size: int = 512) -> int:
+    """Predict every record at `input_path`, write `out` and its skipped list; exit code 0 when none was skipped,
+    1 when some were, 2 when none could be predicted. Bad usage raises ValueError or CheckpointError."""
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be at least 1 window, got {batch_size}")
+    where = resolve_device(device)
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but torch sees no GPU; use --device cpu or auto")
+    members = load_members(ckpts, where)
+    proc = processing(members)
+    records = find_records(input_path, proc.fs, fs, leads)
+    thresholds, source = decision_thresholds(members)
+    classes = list(members[0].ckpt["classes"])
+    log.info("%d records; %s of %d checkpoint(s), %g Hz, leads %s, band-pass %s; labels: %s",
+             len(records), "mean" if len(members) > 1 else "model", len(members), proc.fs, ",".join(proc.leads),
+             proc.bandpass or "none", source)
+    names, probs, skipped = predict_records(members, records, batch_size, where)
+    labels = decide(probs, classes, thresholds)
+    write_csv(out, ["record", *classes, "labels"],
+              [[name, *(f"{p:.8g}" for p in row), label] for name, row, label in zip(names, probs, labels)])
+    write_csv(skipped_path(out), ["record", "reason"], [list(item) for item in skipped])
+    log.info("wrote %s: %d records predicted; %d skipped (%s)", out, len(names), len(skipped), skipped_path(out))
+    if skipped:
+        log.warning("warning: %d of %d records skipped, e.g. %s: %s", len(skipped), len(records), *skipped[0])
+    if not names:
+        log.error("error: none of the %d records could be predicted", len(records))
+        return 2
+    return 1 if skipped else 0

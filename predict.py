@@ -1,0 +1,48 @@
+"""Predict the classes of new ECG recordings with trained checkpoints, or export one as ONNX; see README."""
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from common.cli import quiet_interrupts
+
+if __name__ == "__main__":
+    quiet_interrupts()  # before torch loads: Ctrl-C at start-up ends without a traceback
+
+from common.export import export_onnx  # noqa: E402
+from common.inference import run_predict  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--ckpt", type=Path, action="append", required=True,
+                   help="trained checkpoint (best.pt); repeat to average an ensemble")
+    task = p.add_mutually_exclusive_group(required=True)
+    task.add_argument("--input", type=Path,
+                      help="a WFDB record (.hea), a folder of records (searched recursively), a PTB-XL folder "
+                           "(ptbxl_database.csv) or an .npy array (records, leads, samples) with --fs and --leads")
+    task.add_argument("--export", type=Path, metavar="MODEL.onnx",
+                      help="write the checkpoint as an ONNX window scorer and MODEL.json describing its use")
+    p.add_argument("--out", type=Path, default=Path("predictions.csv"),
+                   help="predictions CSV; skipped records go to <stem>.skipped.csv beside it")
+    p.add_argument("--fs", type=float, default=None, help=".npy input: sampling rate in Hz")
+    p.add_argument("--leads", default=None, help=".npy input: lead names of its channels, comma-separated")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch_size", type=int, default=512, help="windows per forward pass")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if args.export is not None:
+            if len(args.ckpt) != 1:
+                raise ValueError("--export takes one --ckpt: an ensemble's mean of maxima is not one window scorer")
+            export_onnx(args.ckpt[0], args.export)
+            return 0
+        leads = [name.strip() for name in args.leads.split(",")] if args.leads else None
+        return run_predict(args.ckpt, args.input, args.out, args.fs, leads, args.device, args.batch_size)
+    except (OSError, ValueError, RuntimeError) as exc:  # CheckpointError is a ValueError
+        logging.getLogger("predict").error("error: %s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
