@@ -1,9 +1,13 @@
 """bench/pdd_experiment.py: a finished or interrupted run is reused only when made with this experiment's settings and
 data, else refused naming the difference before anything trains; bad checkpoints and inputs get one line, exit 2,
-and no empty out_dir."""
+and no empty out_dir; killed at any point, the same command completes it with the table of an uninterrupted run."""
+import csv
 import json
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -103,3 +107,31 @@ def test_bad_input_exits_2_without_creating_out_dir(data, tmp_path, flags, messa
                              cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()
+
+
+TIMING_COLUMNS = ("train_seconds", "wall_minutes", "load_5min_at_end")
+
+
+def results_without_timings(out: Path) -> list[dict]:
+    """results.csv of an experiment without its timing columns, run dirs relative to out."""
+    with open(out / "results.csv", newline="") as f:
+        rows = [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(f)]
+    return [{**row, "run_dir": Path(row["run_dir"]).relative_to(out).as_posix()} for row in rows]
+
+
+@pytest.mark.parametrize("kill_in", ["infobatch/seed0", "budget/*/seed0"])
+def test_kill_9_then_the_same_command_gives_the_uninterrupted_table(data, tmp_path, kill_in):
+    flags = ("--variants", "baseline", "infobatch", "budget", "--epochs", "4", "--pdd_delta", "0.75")
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "bench/pdd_experiment.py", *experiment(data, out, *flags)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob(f"{kill_in}/history.csv")):
+        time.sleep(0.01)
+    proc.kill()
+    assert proc.wait(timeout=30) == -signal.SIGKILL and not (out / "results.csv").exists()
+    rerun = run_repo_script("bench/pdd_experiment.py", *experiment(data, out, *flags))
+    assert rerun.returncode == 0, rerun.stderr
+    pdd_experiment.main(experiment(data, tmp_path / "whole", *flags))
+    whole = results_without_timings(tmp_path / "whole")
+    assert results_without_timings(out) == whole and {r["variant"] for r in whole} >= {"baseline", "infobatch"}
