@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                         "GradScaler; bf16/fp16 force one); validation, test and scoring always run in fp32")
     p.add_argument("--cuda_graphs", choices=("auto", "off"), default=d.cuda_graphs,
                    help="auto: on one GPU, replay each full batch's training step as a captured CUDA graph "
-                        "(not with fp16 or --pdd dbpd); off: plain eager steps")
+                        "(not with fp16, --pdd dbpd or --pdd infobatch); off: plain eager steps")
     p.add_argument("--placement", choices=PLACEMENTS, default=d.placement,
                    help="where the train split lives while training: auto (GPU memory when it fits, else RAM, else "
                         "the memory map), device, ram or mmap")

@@ -1,7 +1,7 @@
 """One training step (forward, loss, backward, AdamW) captured once as a CUDA graph and replayed for every
 full batch. The default model is small: on a GPU the host's ~150 kernel launches per step, not the GPU, set the
-pace, and a replay launches them all at once. Used for single-process CUDA runs without a GradScaler or DBPD;
-the last, smaller batch of an epoch runs eagerly on the same model and optimizer.
+pace, and a replay launches them all at once. Used for single-process CUDA runs without a GradScaler, DBPD or
+InfoBatch; the last, smaller batch of an epoch runs eagerly on the same model and optimizer.
 """
 from __future__ import annotations
 

@@ -75,7 +75,7 @@ class TrainConfig:
     workers: int = 0                      # background threads preparing batches (worth it for --placement mmap)
     placement: str = "auto"               # where the train split lives: auto | device (GPU memory) | ram | mmap
     cuda_graphs: str = "auto"             # auto: replay each full batch's step as a CUDA graph (one GPU, no fp16,
-                                          # no dbpd) | off
+                                          # no dbpd or infobatch) | off
     threads: int = 0                      # torch CPU threads; 0: the cores divided by processes per node
     resume: str | None = None             # last.pt to continue; its data dir may differ (same classes/shape)
     init_from: str | None = None          # checkpoint whose weights start a new run
