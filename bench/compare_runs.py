@@ -27,7 +27,7 @@ if __name__ == "__main__":
 from common.checkpoint import load_model  # noqa: E402
 from common.datadir import load_npy, load_split  # noqa: E402
 from common.device import resolve_device  # noqa: E402
-from common.evaluate import predict  # noqa: E402
+from common.evaluate import predict_as_trained  # noqa: E402
 from common.labels import one_hot  # noqa: E402
 from common.pdd import load_json  # noqa: E402
 from common.stats import paired_auc_difference  # noqa: E402
@@ -121,8 +121,7 @@ def paired_differences(run_dirs: list[Path], rows: list[dict]) -> str:
     probs = []
     for run_dir in run_dirs:
         model, ckpt = load_model(run_dir / "best.pt", device)
-        probs.append(predict(model, X, ckpt["normalisation"], ckpt["multilabel"], ckpt["input_shape"]["window"],
-                             device=device))
+        probs.append(predict_as_trained(model, ckpt, X, device=device))
     results = [paired_auc_difference(run_probs, probs[0], y) for run_probs in probs[1:]]
     lines = [f"paired bootstrap over the {len(y)} test records, each run's best.pt ({results[0]['resamples']:,} "
              f"resamples, seed {results[0]['seed']}):"]

@@ -59,7 +59,7 @@ from common.datadir import (DEFAULT_DATA_DIR, atomic_file, file_sha256, load_met
                             load_split, write_json_atomic)
 from common.device import resolve_device  # noqa: E402
 from common.difficulty import compute_difficulty  # noqa: E402
-from common.evaluate import predict  # noqa: E402
+from common.evaluate import predict_as_trained  # noqa: E402
 from common.pdd import build_stage, generate_stages, load_json, split_difficulty  # noqa: E402
 from common.stats import (macro_over_defined, percentile_interval, point_and_bootstrap_weights,  # noqa: E402
                           resampled_aucs)
@@ -88,7 +88,9 @@ RESAMPLES = 1000
 
 def run_order(variants: list[str]) -> list[str]:
     """The asked variants plus those they need, in dependency order (budget last: it matches the others)."""
-    wanted = set(variants) | {NEEDS[v] for v in variants if v in NEEDS} | ({"baseline"} if "budget" in variants else set())
+    wanted = set(variants) | {NEEDS[v] for v in variants if v in NEEDS}
+    if "budget" in variants:
+        wanted.add("baseline")
     return [v for v in VARIANTS if v in wanted]
 
 
@@ -306,9 +308,7 @@ def resampled_macro_aucs(run_dir: str, X_test: np.ndarray, y_test: np.ndarray, w
                          device: str) -> np.ndarray:
     """Test macro-AUC of run_dir's best.pt under each bootstrap weight row (row 0: all ones, the point estimate)."""
     model, ckpt = load_model(Path(run_dir) / "best.pt", device)
-    probs = predict(model, X_test, ckpt["normalisation"], ckpt["multilabel"], ckpt["input_shape"]["window"],
-                    device=device)
-    return macro_over_defined(resampled_aucs(probs, y_test, weights))
+    return macro_over_defined(resampled_aucs(predict_as_trained(model, ckpt, X_test, device=device), y_test, weights))
 
 
 def mean_sd(values: list[float], digits: int) -> str:

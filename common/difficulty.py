@@ -22,7 +22,7 @@ from tqdm import tqdm
 from common.checkpoint import CheckpointMismatchError, check_compatible, load_model
 from common.datadir import atomic_file, file_sha256, load_meta, load_split, save_npy_atomic, write_json_atomic
 from common.device import resolve_device
-from common.evaluate import per_record_loss, predict
+from common.evaluate import per_record_loss, predict_as_trained
 from common.labels import one_hot
 from common.pdd import DIFFICULTY_JSON, DIFFICULTY_NPY, build_stage, check_scores
 from common.splits import patient_folds
@@ -99,8 +99,7 @@ def predict_rows(model: nn.Module, ckpt: dict, X: np.ndarray, rows: np.ndarray, 
     chunks = []
     for start in tqdm(range(0, len(rows), CHUNK_RECORDS), desc="scoring", unit="chunk"):
         part = rows[start : start + CHUNK_RECORDS]
-        chunks.append(predict(model, X[part], ckpt["normalisation"], ckpt["multilabel"],
-                              ckpt["input_shape"]["window"], batch_size=batch_size, device=device))
+        chunks.append(predict_as_trained(model, ckpt, X[part], batch_size, device))
     return np.concatenate(chunks) if chunks else np.zeros((0, len(ckpt["classes"])), dtype=np.float32)
 
 

@@ -44,6 +44,14 @@ def predict(model: nn.Module, X: np.ndarray, norm: dict, multilabel: bool, windo
     return np.concatenate(chunks).astype(np.float32)
 
 
+def predict_as_trained(model: nn.Module, ckpt: dict, X: np.ndarray, batch_size: int = 512,
+                       device: str | torch.device = "cpu") -> np.ndarray:
+    """predict() with what the checkpoint the model was loaded from prescribes: its normalisation, label type and
+    window."""
+    return predict(model, X, ckpt["normalisation"], bool(ckpt["multilabel"]), int(ckpt["input_shape"]["window"]),
+                   batch_size=batch_size, device=device)
+
+
 def per_record_loss(probs: np.ndarray, y: np.ndarray, multilabel: bool) -> np.ndarray:
     """Loss (N,) of each record on aggregated probabilities: mean binary cross-entropy over classes for
     multi-hot y (N, C), cross-entropy -log p[y] for class-index y (N,); probabilities clipped to [1e-7, 1-1e-7]."""

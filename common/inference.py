@@ -23,7 +23,7 @@ from common import signals
 from common.checkpoint import CheckpointError, CheckpointMismatchError, load_model
 from common.datadir import META_NAME, atomic_file, load_meta
 from common.device import resolve_device
-from common.evaluate import predict
+from common.evaluate import predict_as_trained
 from common.records import Record, find_records
 
 log = logging.getLogger("predict")
@@ -145,9 +145,8 @@ def prepare(record: Record, proc: Processing) -> np.ndarray:
 
 def score(members: list[Member], X: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
     """Record probabilities (N, C) of equal-length records X: common.evaluate.predict, averaged over the members."""
-    return np.mean([predict(m.model, X, m.ckpt["normalisation"], bool(m.ckpt["multilabel"]),
-                            int(m.ckpt["input_shape"]["window"]), batch_size=batch_size, device=device)
-                    for m in members], axis=0).astype(np.float32)
+    return np.mean([predict_as_trained(m.model, m.ckpt, X, batch_size, device) for m in members],
+                   axis=0).astype(np.float32)
 
 
 def predict_records(members: list[Member], records: list[Record], batch_size: int,
