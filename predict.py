@@ -16,7 +16,8 @@ from common.inference import run_predict  # noqa: E402
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--ckpt", type=Path, action="append", required=True,
-                   help="trained checkpoint (best.pt); repeat to average an ensemble")
+                   help="trained checkpoint (best.pt), or the --ckpt_dir of an ensemble (train_1d_baseline.py "
+                        "--seeds); repeat to average several")
     task = p.add_mutually_exclusive_group(required=True)
     task.add_argument("--input", type=Path,
                       help="a WFDB record (.hea), a folder of records (searched recursively), a PTB-XL folder "
@@ -33,8 +34,9 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.export is not None:
-            if len(args.ckpt) != 1:
-                raise ValueError("--export takes one --ckpt: an ensemble's mean of maxima is not one window scorer")
+            if len(args.ckpt) != 1 or args.ckpt[0].is_dir():
+                raise ValueError("--export takes one checkpoint file: an ensemble's mean of maxima is not one window "
+                                 "scorer")
             export_onnx(args.ckpt[0], args.export)
             return 0
         leads = [name.strip() for name in args.leads.split(",")] if args.leads else None

@@ -4,6 +4,7 @@
     python train_1d_baseline.py --data_dir results/pdd/stage2 --ckpt_dir pdd_ckpt/stage2 \\
         --resume pdd_ckpt/stage1/last.pt      # epochs: the stage's plan from pdd_folder_generator.py
     python train_1d_baseline.py --data_dir results/baseline --ckpt_dir dbpd_ckpt --pdd dbpd   # online PDD
+    python train_1d_baseline.py --data_dir results/baseline --ckpt_dir ensemble --seeds 0 1 2   # an ensemble
     torchrun --nproc_per_node=2 train_1d_baseline.py ...      # DistributedDataParallel, same flags
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields
+from functools import partial
 
 from common.cli import quiet_interrupts
 
@@ -18,12 +20,18 @@ if __name__ == "__main__":
     quiet_interrupts()  # before torch loads: Ctrl-C at start-up ends without a traceback
 
 from common.data import PLACEMENTS  # noqa: E402
+from common.ensemble import train_ensemble  # noqa: E402
 from common.online_pdd import PDD_MODES, SCORE_SOURCES  # noqa: E402
-from common.train import AMP_MODES, TrainConfig, main  # noqa: E402
+from common.train import AMP_MODES, TrainConfig, main, train  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    """Command-line flags -> TrainConfig; every default comes from TrainConfig."""
+    """Command-line flags -> TrainConfig (without --seeds); every default comes from TrainConfig."""
+    return parse_command(argv)[0]
+
+
+def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, list[int] | None]:
+    """Command-line flags -> TrainConfig and the --seeds of an ensemble (None: one run)."""
     d = TrainConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_dir", default=d.data_dir, help="data dir written by preprocess.py")
@@ -48,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--kernel_size", type=int, default=d.kernel_size)
     p.add_argument("--dropout", type=float, default=d.dropout, help="dropout before the linear head")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="train an ensemble: one member per seed in CKPT_DIR/seed<k> (finished members are reused, an "
+                        "interrupted one continued), then score the average of their probabilities into "
+                        "CKPT_DIR/metrics.json (predict.py --ckpt CKPT_DIR uses it)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device)
     p.add_argument("--amp", choices=AMP_MODES, default=d.amp,
                    help="mixed precision of training steps (auto: on for CUDA; on: bf16 where supported, else fp16 + "
@@ -100,10 +112,12 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     unset = object()  # argparse keeps attributes already on the namespace: those still unset were not given
     names = [f.name for f in fields(TrainConfig) if f.name != "given"]
     args = vars(p.parse_args(argv, namespace=argparse.Namespace(**dict.fromkeys(names, unset))))
+    seeds = args.pop("seeds")
     given = sorted(name for name, value in args.items() if value is not unset)
     return TrainConfig(**{name: getattr(d, name) if value is unset else value for name, value in args.items()},
-                       given=tuple(given))
+                       given=tuple(given)), seeds
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    config, ensemble_seeds = parse_command()
+    sys.exit(main(config, partial(train_ensemble, seeds=ensemble_seeds) if ensemble_seeds else train))

@@ -6,8 +6,9 @@ compute, with paired bootstrap intervals of each variant's difference to the bas
 
 Every run goes in OUT_DIR/<variant>/seed<k>/: one with metrics.json is reused and one with last.pt resumed, so
 the same command continues after an interruption; a run there made with other settings (the TrainConfig fields in
-COMPARED, or other data) is refused before anything is trained, naming the difference. Any other flag is train_1d_baseline.py's and applies to
-every run (e.g. --width 16 --blocks 1; --pdd_threshold, --pdd_gamma and --revision_frac set the online variants).
+common.runs.COMPARED, or other data) is refused before anything is trained, naming the difference. Any other flag
+is train_1d_baseline.py's and applies to every run (e.g. --width 16 --blocks 1; --pdd_threshold, --pdd_gamma and
+--revision_frac set the online variants).
 
   staged  the seed's baseline scores every train record (common.difficulty, written into
           OUT_DIR/staged/seed<k>/data/scored, never into --data_dir), then easy / +medium / all stages of
@@ -36,10 +37,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 import time
-from dataclasses import asdict, fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -63,8 +63,9 @@ from common.evaluate import predict_as_trained  # noqa: E402
 from common.pdd import build_stage, generate_stages, load_json, split_difficulty  # noqa: E402
 from common.stats import (macro_over_defined, percentile_interval, point_and_bootstrap_weights,  # noqa: E402
                           resampled_aucs)
+from common.runs import LOAD_NAME, check_reusable, trained  # noqa: E402
 from common.train import (ConfigError, NonFiniteLossError, TrainConfig, TrainingInterrupted,  # noqa: E402
-                          check_config, resolve_config, train)
+                          check_config)
 from train_1d_baseline import parse_args as parse_train_args  # noqa: E402
 
 ONLINE = {  # online variants: the train_1d_baseline.py options each sets over the experiment's own
@@ -96,58 +97,6 @@ def run_order(variants: list[str]) -> list[str]:
 
 # Not what a run was trained with: where it ran and how it was continued; the data (compared by fingerprint); the
 # matched dbpd run (checked itself); the one-cycle length (follows --epochs, which the runner alone sets it from).
-NOT_COMPARED = ("data_dir", "ckpt_dir", "resume", "init_from", "given", "stop_after_epoch", "overwrite", "device",
-                "workers", "threads", "pdd_match", "schedule_epochs")
-COMPARED = tuple(f.name for f in fields(TrainConfig) if f.name not in NOT_COMPARED)
-
-
-def stored_run(run_dir: Path) -> tuple[dict, str | None, Path] | None:
-    """(config, data fingerprint, file read) of the finished or interrupted run in run_dir; None when there is none."""
-    if (run_dir / "metrics.json").is_file():
-        metrics = load_json(run_dir / "metrics.json", f"remove {run_dir} and run again", ("config", "data_fingerprint"))
-        return metrics["config"], metrics["data_fingerprint"], run_dir / "metrics.json"
-    if (run_dir / "last.pt").is_file():
-        ckpt = load_checkpoint(run_dir / "last.pt")
-        return ckpt["config"], (ckpt.get("data_fingerprint") or {}).get("dataset"), run_dir / "last.pt"
-    return None
-
-
-def check_reusable(cfg: TrainConfig) -> None:
-    """Refuse a run dir whose run was trained with other settings (COMPARED) or on other data than cfg asks for,
-    naming each difference; data dirs are compared by their arrays' fingerprint, not their path."""
-    run_dir = Path(cfg.ckpt_dir)
-    stored = stored_run(run_dir)
-    if stored is None:
-        return
-    config, fingerprint, source = stored
-    wanted = asdict(resolve_config(cfg, None))
-    differ = [name for name in COMPARED if config.get(name) != wanted[name]]
-    theirs = [f"--{name} {config.get(name)}" for name in differ]
-    ours = [f"--{name} {wanted[name]}" for name in differ]
-    if fingerprint != load_meta(cfg.data_dir)["fingerprint"]["dataset"]:
-        theirs.append("other data")
-        ours.append(f"the data {cfg.data_dir} holds now")
-    if theirs:
-        raise ConfigError(f"{run_dir} was trained with {' '.join(theirs)} ({source.name}), this experiment asks for "
-                          f"{' '.join(ours)}; use another --out_dir or remove {run_dir}")
-
-
-def trained(cfg: TrainConfig) -> dict:
-    """metrics.json of cfg's run: read when it finished with cfg's settings, else trained, resuming its own last.pt
-    if present; a run made with other settings is refused."""
-    run_dir = Path(cfg.ckpt_dir)
-    check_reusable(cfg)
-    if (run_dir / "metrics.json").is_file():
-        print(f"{run_dir}: finished earlier with these settings, reusing its metrics.json", flush=True)
-        return load_json(run_dir / "metrics.json", f"remove {run_dir} and run again")
-    if (run_dir / "last.pt").is_file():
-        cfg = replace(cfg, resume=str(run_dir / "last.pt"))
-    print(f"\n=== {run_dir}" + (f" (resuming {cfg.resume})" if cfg.resume else ""), flush=True)
-    metrics = train(cfg)
-    write_json_atomic(run_dir / "load.json", {"load_5min_at_end": os.getloadavg()[1], "cpus": os.cpu_count()})
-    return metrics
-
-
 def stage_epochs(epochs: int) -> tuple[int, int, int]:
     """The run's epochs split over the three stages as evenly as possible, earlier stages taking the rest."""
     return tuple(epochs // 3 + (k < epochs % 3) for k in range(3))
@@ -287,7 +236,7 @@ def train_seconds(variant: str, metrics: dict, out_dir: Path, seed: int) -> floa
 
 def run_load(metrics: dict) -> float | None:
     """The 5-minute load average when the run ended (None when another runner trained it)."""
-    path = Path(metrics["ckpt_dir"]) / "load.json"
+    path = Path(metrics["ckpt_dir"]) / LOAD_NAME
     return json.loads(path.read_text())["load_5min_at_end"] if path.is_file() else None
 
 
@@ -322,7 +271,6 @@ def markdown_table(head: list[str], body: list[list[str]]) -> str:
     """A Markdown table."""
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
                      + ["| " + " | ".join(line) + " |" for line in body])
-
 
 
 def add_statistics(rows: list[dict], data_dir: Path, device: str, epochs: int,

@@ -101,30 +101,60 @@ def processing(members: list[Member]) -> Processing:
                       max(int(m.ckpt["input_shape"]["window"]) for m in members))
 
 
-def decision_thresholds(members: list[Member]) -> tuple[list[float] | None, str]:
-    """Per-class thresholds of a multi-label ensemble and where they come from: those tuned on validation in the
-    metrics.json beside each checkpoint (averaged over members), else 0.5 with a warning; None for single-label."""
+def checkpoint_paths(ckpts: list[Path]) -> tuple[list[Path], Path | None]:
+    """The checkpoint files the --ckpt values name: an ensemble dir (train_1d_baseline.py --seeds) stands for its
+    members' best.pt. Also returns the ensemble's metrics.json when it is the only --ckpt: its thresholds were tuned
+    on the ensemble's own validation probabilities."""
+    paths = []
+    for ckpt in ckpts:
+        if not ckpt.is_dir():
+            paths.append(ckpt)
+            continue
+        try:
+            members = json.loads((ckpt / "metrics.json").read_text(encoding="utf-8"))["checkpoints"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise CheckpointError(f"--ckpt {ckpt} is a folder but not an ensemble of train_1d_baseline.py --seeds (no "
+                                  f"metrics.json listing member checkpoints); pass a checkpoint file such as "
+                                  f"{ckpt / 'best.pt'}") from None
+        paths += [ckpt / member for member in members]
+    return paths, ckpts[0] / "metrics.json" if len(ckpts) == 1 and ckpts[0].is_dir() else None
+
+
+def tuned_thresholds(metrics: Path, classes: list[str], checkpoint: Path | None = None) -> list[float]:
+    """The per-class thresholds tuned on validation in a metrics.json (warning when they were tuned for another
+    file than `checkpoint`); OSError, ValueError, KeyError or TypeError when it is missing or does not fit `classes`."""
+    report = json.loads(metrics.read_text(encoding="utf-8"))
+    values = [float(t) for t in report["val"]["thresholds"]]
+    if list(report["classes"]) != classes or len(values) != len(classes):
+        raise ValueError(f"its classes {report['classes']} are not the checkpoint's {classes}")
+    tuned_for = Path(str(report.get("checkpoint", checkpoint))).name
+    if checkpoint is not None and tuned_for != checkpoint.name:
+        log.warning("warning: the thresholds in %s were tuned for %s, not %s", metrics, tuned_for, checkpoint.name)
+    return values
+
+
+def decision_thresholds(members: list[Member], ensemble_metrics: Path | None = None) -> tuple[list[float] | None, str]:
+    """Per-class thresholds of a multi-label model or ensemble and where they come from: those tuned on validation in
+    `ensemble_metrics` (an ensemble dir's), else in the metrics.json beside each checkpoint (averaged over
+    members), else 0.5 with a warning; None for single-label."""
     if not members[0].ckpt["multilabel"]:
         return None, "argmax (single-label model)"
     classes = list(members[0].ckpt["classes"])
+    sources = ([(ensemble_metrics, None)] if ensemble_metrics
+               else [(member.path.parent / "metrics.json", member.path) for member in members])
     found = []
-    for member in members:
-        metrics = member.path.parent / "metrics.json"
+    for metrics, checkpoint in sources:
         try:
-            report = json.loads(metrics.read_text(encoding="utf-8"))
-            values = [float(t) for t in report["val"]["thresholds"]]
-            if list(report["classes"]) != classes or len(values) != len(classes):
-                raise ValueError(f"its classes {report['classes']} are not the checkpoint's {classes}")
+            found.append(tuned_thresholds(metrics, classes, checkpoint))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             why = "not found" if not metrics.is_file() else f"unusable ({exc})"
             log.warning("warning: %s %s: every class is decided at %g", metrics, why, DEFAULT_THRESHOLD)
             return [DEFAULT_THRESHOLD] * len(classes), f"{DEFAULT_THRESHOLD} for every class ({metrics} {why})"
-        tuned_for = Path(str(report.get("checkpoint", member.path))).name
-        if tuned_for != member.path.name:
-            log.warning("warning: the thresholds in %s were tuned for %s, not %s", metrics, tuned_for, member.path.name)
-        found.append(values)
-    where = ", ".join(str(m.path.parent / "metrics.json") for m in members)
-    source = f"tuned on validation ({where})" if len(found) == 1 else f"mean of those tuned on validation ({where})"
+    where = ", ".join(str(metrics) for metrics, _ in sources)
+    if ensemble_metrics:
+        source = f"tuned on the ensemble's validation probabilities ({where})"
+    else:
+        source = f"tuned on validation ({where})" if len(found) == 1 else f"mean of those tuned on validation ({where})"
     return np.mean(found, axis=0).tolist(), source
 
 
@@ -205,10 +235,11 @@ def run_predict(ckpts: list[Path], input_path: Path, out: Path, fs: float | None
     where = resolve_device(device)
     if where.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda, but torch sees no GPU; use --device cpu or auto")
-    members = load_members(ckpts, where)
+    paths, ensemble_metrics = checkpoint_paths(ckpts)
+    members = load_members(paths, where)
     proc = processing(members)
     records = find_records(input_path, proc.fs, fs, leads)
-    thresholds, source = decision_thresholds(members)
+    thresholds, source = decision_thresholds(members, ensemble_metrics)
     classes = list(members[0].ckpt["classes"])
     log.info("%d records; %s of %d checkpoint(s), %g Hz, leads %s, band-pass %s; labels: %s",
              len(records), "mean" if len(members) > 1 else "model", len(members), proc.fs, ",".join(proc.leads),

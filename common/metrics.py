@@ -156,9 +156,13 @@ def format_summary(report: dict) -> str:
     interval = f" (95 % CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
     scoring = f", +{report['scoring_forward_samples']:,} scoring forward passes" \
         if report["scoring_forward_samples"] else ""
+    members = report.get("members")
+    first = (f"ensemble dir {report['ckpt_dir']}: mean of {len(members)} members (seeds "
+             f"{' '.join(str(m['seed']) for m in members)}; member val macro AUC "
+             f"{', '.join(number(m['val_macro_auc']) for m in members)})" if members else
+             f"run dir {report['ckpt_dir']}: best epoch {report['best_epoch']} of {report['epochs']}")
     lines = [
-        f"run dir {report['ckpt_dir']}: best epoch {report['best_epoch']} of {report['epochs']} "
-        f"(val macro AUC {number(val['macro_auc'])})",
+        f"{first} (val macro AUC {number(val['macro_auc'])})",
         f"test macro AUC {number(test['macro_auc'])}{interval}, macro F1 {number(test['macro_f1'])}"
         + (f", accuracy {test['accuracy']:.3f}" if "accuracy" in test else " (thresholds tuned on val)"),
         "test per-class AUC: " + ", ".join(f"{c} {number(a)}" for c, a in test["per_class_auc"].items()),

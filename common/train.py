@@ -907,10 +907,11 @@ def final_report(run: Run) -> dict:
     return report
 
 
-def main(cfg: TrainConfig) -> int:
-    """train() for the command line: known failures become one message and an exit code, no traceback."""
+def main(cfg: TrainConfig, job: Callable[[TrainConfig], object] = train) -> int:
+    """job(cfg) (train, or an ensemble's training) for the command line: known failures become one message and an
+    exit code, no traceback."""
     try:
-        train(cfg)
+        job(cfg)
     except (ConfigError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -250,4 +250,4 @@ def test_onnx_export_matches_pytorch_and_its_sidecar_scores_whole_records(runs, 
     np.testing.assert_allclose(probs, own_probs(runs["a"], X), atol=1e-4)
 
     ensemble = run_repo_script("predict.py", "--ckpt", runs["a"], "--ckpt", runs["b"], "--export", tmp_path / "e.onnx")
-    assert ensemble.returncode == 2 and "--export takes one --ckpt" in ensemble.stderr
+    assert ensemble.returncode == 2 and "--export takes one checkpoint file" in ensemble.stderr

@@ -1,0 +1,220 @@
+"""Search for a better training recipe on validation only: each candidate in RECIPES is trained with the given
+seeds, and scored by the val macro-AUC of one member and of the ensemble of its first k members, beside its cost.
+
+    python bench/recipe_search.py --data_dir results/dev100 --out_dir results/recipe_search \\
+        --recipes e30 e20 e20_aug --seeds 0 1 2 [--table bench/recipe_search_dev100.md] [train_1d_baseline.py flags]
+
+Every run goes in OUT_DIR/<recipe>/seed<k>: a finished run of the same settings is reused, an interrupted one
+resumed, one of other settings refused (common.runs), so the same command continues after a kill. The table lists
+every recipe of RECIPES with finished runs in OUT_DIR, not only those of this command, so several commands (more
+seeds for the promising recipes) build one table. Wall time is the runs' own wall_seconds (per-epoch validation and
+the final scoring included) summed over the members of an ensemble; the 5-minute load when each run ended is kept
+beside it, so a timing taken while something else ran shows. "Best at each budget" picks the highest val macro-AUC
+whose wall time fits 6, 15 and 45 minutes.
+
+The test split is never read here. OUT_DIR/<recipe> is laid out as an ensemble dir of train_1d_baseline.py --seeds,
+so the chosen recipe's test figures come once, at the end, from that command with the recipe's flags (it reuses the
+members).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common.cli import quiet_interrupts  # noqa: E402
+
+if __name__ == "__main__":
+    quiet_interrupts()  # before torch loads: Ctrl-C at start-up ends without a traceback
+
+import numpy as np  # noqa: E402
+
+from bench.pdd_experiment import markdown_table, mean_sd  # noqa: E402
+from common.checkpoint import load_model  # noqa: E402
+from common.datadir import DEFAULT_DATA_DIR, atomic_file, load_split  # noqa: E402
+from common.device import resolve_device  # noqa: E402
+from common.ensemble import member_config  # noqa: E402
+from common.evaluate import predict_as_trained  # noqa: E402
+from common.labels import one_hot  # noqa: E402
+from common.metrics import macro, per_class_auc  # noqa: E402
+from common.pdd import load_json  # noqa: E402
+from common.runs import LOAD_NAME, check_reusable, trained  # noqa: E402
+from common.train import ConfigError, NonFiniteLossError, TrainConfig, TrainingInterrupted, check_config  # noqa: E402
+from train_1d_baseline import parse_args as parse_train_args  # noqa: E402
+
+RECIPES = {  # candidate: the train_1d_baseline.py options it sets over the search's own
+    "e30": {"epochs": 30},
+    "e20": {"epochs": 20},
+    "e15": {"epochs": 15},
+    "e10": {"epochs": 10},
+    "e20_aug": {"epochs": 20, "augment": True},
+    "e20_drop3": {"epochs": 20, "dropout": 0.3},
+    "e20_k11": {"epochs": 20, "kernel_size": 11},
+    "e20_b2": {"epochs": 20, "blocks": 2},
+    "e20_w48": {"epochs": 20, "width": 48},
+}
+BUDGETS_MINUTES = (6, 15, 45)
+VAL_PROBS = "val_probs.npy"
+
+
+def recipe_config(base: TrainConfig, recipe: str, out_dir: Path) -> TrainConfig:
+    """The ensemble-level config of a recipe: its members are member_config(cfg, seed)."""
+    return replace(base, **RECIPES[recipe], ckpt_dir=str(out_dir / recipe))
+
+
+def finished_seeds(recipe_dir: Path) -> list[int]:
+    """Seeds of the finished runs (metrics.json) in a recipe's dir, in ascending order."""
+    return sorted(int(path.parent.name[4:]) for path in recipe_dir.glob("seed*/metrics.json"))
+
+
+def val_probs(run_dir: Path, X_val: np.ndarray, device: str) -> np.ndarray:
+    """The run's best.pt on the val split, kept in run_dir (best.pt of a finished run never changes)."""
+    cached = run_dir / VAL_PROBS
+    if cached.is_file():
+        return np.load(cached)
+    model, ckpt = load_model(run_dir / "best.pt", device)
+    probs = predict_as_trained(model, ckpt, X_val, device=device)
+    with atomic_file(cached, "wb") as f:
+        np.save(f, probs)
+    return probs
+
+
+def run_load(run_dir: Path) -> float | None:
+    """The 5-minute load average when the run ended, if a runner recorded it."""
+    path = run_dir / LOAD_NAME
+    return json.loads(path.read_text())["load_5min_at_end"] if path.is_file() else None
+
+
+def recipe_rows(recipe: str, cfg: TrainConfig, X_val: np.ndarray, y_val: np.ndarray, device: str) -> list[dict]:
+    """One row for a single member (mean ± sd over seeds) and one per ensemble of the first k members, k >= 2."""
+    seeds = finished_seeds(Path(cfg.ckpt_dir))
+    runs = []
+    for seed in seeds:
+        member = member_config(cfg, seed)
+        check_reusable(member, "this search")
+        metrics = load_json(Path(member.ckpt_dir) / "metrics.json", f"remove {member.ckpt_dir} and run again")
+        runs.append((metrics, val_probs(Path(member.ckpt_dir), X_val, device), run_load(Path(member.ckpt_dir))))
+    if not runs:
+        return []
+    classes = runs[0][0]["classes"]
+    targets = one_hot(y_val, len(classes), runs[0][0]["multilabel"])
+
+    def auc(probs: np.ndarray) -> float:
+        return macro(per_class_auc(probs, targets, classes))
+
+    loads = [load for _, _, load in runs if load is not None]
+    common = {"recipe": recipe, "flags": " ".join(f"--{k} {v}" for k, v in RECIPES[recipe].items()),
+              "n_params": runs[0][0]["n_params"],
+              "samples_per_second": np.mean([m["samples_per_second"] for m, _, _ in runs]),
+              "train_seconds_per_member": np.mean([m["train_seconds"] for m, _, _ in runs]),
+              "max_load": max(loads) if loads else None}
+    member_aucs = [auc(probs) for _, probs, _ in runs]
+    rows = [{**common, "members": 1, "seeds": " ".join(map(str, seeds)), "val_macro_auc": float(np.mean(member_aucs)),
+             "val_macro_auc_text": mean_sd(member_aucs, 4),
+             "wall_minutes": np.mean([m["wall_seconds"] for m, _, _ in runs]) / 60}]
+    for k in range(2, len(runs) + 1):
+        value = auc(np.mean([probs for _, probs, _ in runs[:k]], axis=0))
+        rows.append({**common, "members": k, "seeds": " ".join(map(str, seeds[:k])), "val_macro_auc": value,
+                     "val_macro_auc_text": f"{value:.4f}",
+                     "wall_minutes": sum(m["wall_seconds"] for m, _, _ in runs[:k]) / 60})
+    return rows
+
+
+def results_markdown(rows: list[dict], command: str) -> str:
+    """The full table, then the best row within each wall-time budget."""
+    def line(row: dict) -> list[str]:
+        load = "" if row["max_load"] is None else f"{row['max_load']:.1f}"
+        return [row["recipe"], row["flags"], str(row["members"]), row["seeds"], row["val_macro_auc_text"],
+                f"{row['wall_minutes']:.1f}", f"{row['train_seconds_per_member']:.0f}",
+                f"{row['samples_per_second']:.0f}", f"{row['n_params']:,}", load]
+
+    head = ["recipe", "flags", "members", "seeds", "val macro-AUC", "wall min", "train s / member", "samples/s",
+            "params / member", "max load"]
+    best = []
+    for budget in BUDGETS_MINUTES:
+        fitting = [row for row in rows if row["wall_minutes"] <= budget]
+        if fitting:
+            top = max(fitting, key=lambda row: row["val_macro_auc"])
+            best.append([f"≤ {budget} min", top["recipe"], str(top["members"]), f"{top['val_macro_auc']:.4f}",
+                         f"{top['wall_minutes']:.1f}"])
+    return "\n\n".join([
+        f"Recipe search on validation (`{command}`); one member: mean ± sd over its seeds; k members: the mean of "
+        "the probabilities of the first k seeds' runs. Wall minutes: the members' own wall time summed.",
+        markdown_table(head, [line(row) for row in rows]),
+        "Best val macro-AUC within each wall-time budget:",
+        markdown_table(["budget", "recipe", "members", "val macro-AUC", "wall min"], best)])
+
+
+def write_results(rows: list[dict], markdown: str, out_dir: Path, table: Path | None) -> None:
+    """results.csv and results.md in out_dir, and the Markdown table at `table` too when asked."""
+    keys = [key for key in rows[0] if key != "val_macro_auc_text"]
+    with atomic_file(out_dir / "results.csv", "w") as f:
+        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    for path in (out_dir / "results.md", table):
+        if path is not None:
+            with atomic_file(path, "w") as f:
+                f.write(markdown + "\n")
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, TrainConfig]:
+    """The search's own flags, and the training config every run starts from (the other flags)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
+    p.add_argument("--data_dir", type=Path, default=DEFAULT_DATA_DIR, help="data dir from preprocess.py")
+    p.add_argument("--out_dir", type=Path, default=Path("results/recipe_search"), help="runs and result tables")
+    p.add_argument("--recipes", nargs="+", choices=RECIPES, default=["e30", "e20"], help="candidates to train")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="distinct, >= 0")
+    p.add_argument("--table", type=Path, default=None, help="also write the Markdown table here")
+    args, rest = p.parse_known_args(argv)
+    base = parse_train_args(rest)
+    owned = [f"--{name}" for name in ("ckpt_dir", "seed", "resume", "init_from", "stop_after_epoch")
+             if getattr(base, name) != getattr(TrainConfig, name)]
+    if owned:
+        p.error(f"{', '.join(owned)} are set by the search per run; leave them out")
+    if min(args.seeds) < 0 or len(set(args.seeds)) != len(args.seeds):
+        p.error(f"--seeds must be distinct numbers >= 0, got {' '.join(map(str, args.seeds))}")
+    return args, replace(base, data_dir=str(args.data_dir))
+
+
+def main(argv: list[str] | None = None) -> str:
+    """Check every run already in out_dir, train the asked recipes and seeds, tabulate all; returns the Markdown."""
+    args, base = parse_args(argv)
+    check_config(base)
+    configs = {recipe: recipe_config(base, recipe, args.out_dir) for recipe in RECIPES}
+    for recipe in args.recipes:
+        for seed in args.seeds:
+            check_reusable(member_config(configs[recipe], seed), "this search")
+    for recipe in args.recipes:
+        for seed in args.seeds:
+            trained(member_config(configs[recipe], seed), "this search")
+    X_val, y_val = load_split(args.data_dir, "val")
+    device = str(resolve_device(base.device))
+    rows = [row for recipe in RECIPES for row in recipe_rows(recipe, configs[recipe], X_val, y_val, device)]
+    if not rows:
+        raise ConfigError(f"no finished runs in {args.out_dir}")
+    markdown = results_markdown(rows, "python bench/recipe_search.py " + " ".join(sys.argv[1:] if argv is None
+                                                                                  else argv))
+    write_results(rows, markdown, args.out_dir, args.table)
+    print("\n" + markdown)
+    return markdown
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except TrainingInterrupted as e:
+        print(f"{e}; run the same command again to continue", file=sys.stderr)
+        sys.exit(128 + e.signum)
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(3)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

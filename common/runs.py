@@ -1,0 +1,67 @@
+"""Runs that a runner trains for the user (ensemble members, experiment runs): a finished run with the wanted
+settings is reused, an interrupted one resumed, one made with other settings or data refused, naming the difference."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+
+from common.checkpoint import load_checkpoint
+from common.datadir import load_meta, write_json_atomic
+from common.pdd import load_json
+from common.train import ConfigError, TrainConfig, resolve_config, train
+
+NOT_COMPARED = ("data_dir", "ckpt_dir", "resume", "init_from", "given", "stop_after_epoch", "overwrite", "device",
+                "workers", "threads", "pdd_match", "schedule_epochs")
+COMPARED = tuple(f.name for f in fields(TrainConfig) if f.name not in NOT_COMPARED)
+LOAD_NAME = "load.json"
+
+
+def stored_run(run_dir: Path) -> tuple[dict, str | None, Path] | None:
+    """(config, data fingerprint, file read) of the finished or interrupted run in run_dir; None when there is none."""
+    if (run_dir / "metrics.json").is_file():
+        metrics = load_json(run_dir / "metrics.json", f"remove {run_dir} and run again", ("config", "data_fingerprint"))
+        return metrics["config"], metrics["data_fingerprint"], run_dir / "metrics.json"
+    if (run_dir / "last.pt").is_file():
+        ckpt = load_checkpoint(run_dir / "last.pt")
+        return ckpt["config"], (ckpt.get("data_fingerprint") or {}).get("dataset"), run_dir / "last.pt"
+    return None
+
+
+def check_reusable(cfg: TrainConfig, asked_by: str = "this experiment", out_flag: str = "--out_dir") -> None:
+    """Refuse a run dir whose run was trained with other settings (COMPARED) or on other data than cfg asks for,
+    naming each difference and the fix (another `out_flag`); data dirs are compared by their arrays' fingerprint,
+    not their path."""
+    run_dir = Path(cfg.ckpt_dir)
+    stored = stored_run(run_dir)
+    if stored is None:
+        return
+    config, fingerprint, source = stored
+    wanted = asdict(resolve_config(cfg, None))
+    differ = [name for name in COMPARED if config.get(name) != wanted[name]]
+    theirs = [f"--{name} {config.get(name)}" for name in differ]
+    ours = [f"--{name} {wanted[name]}" for name in differ]
+    if fingerprint != load_meta(cfg.data_dir)["fingerprint"]["dataset"]:
+        theirs.append("other data")
+        ours.append(f"the data {cfg.data_dir} holds now")
+    if theirs:
+        raise ConfigError(f"{run_dir} was trained with {' '.join(theirs)} ({source.name}), {asked_by} asks for "
+                          f"{' '.join(ours)}; use another {out_flag} or remove {run_dir}")
+
+
+def trained(cfg: TrainConfig, asked_by: str = "this experiment", out_flag: str = "--out_dir") -> dict:
+    """metrics.json of cfg's run: read when it finished with cfg's settings, else trained, resuming its own last.pt
+    if present; a run made with other settings is refused. A run trained here gets load.json beside it: the
+    5-minute load average when it ended, so a timing taken while something else ran shows."""
+    run_dir = Path(cfg.ckpt_dir)
+    check_reusable(cfg, asked_by, out_flag)
+    if (run_dir / "metrics.json").is_file():
+        print(f"{run_dir}: finished earlier with these settings, reusing its metrics.json", flush=True)
+        return load_json(run_dir / "metrics.json", f"remove {run_dir} and run again")
+    if (run_dir / "last.pt").is_file():
+        cfg = replace(cfg, resume=str(run_dir / "last.pt"))
+    print(f"\n=== {run_dir}" + (f" (resuming {cfg.resume})" if cfg.resume else ""), flush=True)
+    metrics = train(cfg)
+    if metrics is not None:
+        write_json_atomic(run_dir / LOAD_NAME, {"load_5min_at_end": os.getloadavg()[1], "cpus": os.cpu_count()})
+    return metrics
