@@ -5,7 +5,7 @@ import os
 import signal
 import sys
 import threading
-from types import FrameType
+from types import FrameType, TracebackType
 
 EXIT_GRACE_SECONDS = 10.0
 
@@ -14,13 +14,26 @@ def quiet_interrupts() -> None:
     """Make Ctrl-C and SIGTERM end the process with one line and exit code 128 + signal instead of a traceback
     (while torch loads and data is read); training installs its own handler that saves last.pt first. The exit
     unwinds normally (finally blocks remove temporary output); should anything still hold the process
-    EXIT_GRACE_SECONDS later (a worker pool caught mid-start has been seen to), it ends with the same code."""
+    EXIT_GRACE_SECONDS later (a worker pool caught mid-start has been seen to), it ends with the same code. A
+    signal arriving inside a C extension's import (numpy's) comes out as an ImportError instead of the exit: once
+    a signal came, any uncaught exception ends the process with the signal's code and no traceback."""
+    received: list[int] = []
+
     def handler(signum: int, frame: FrameType | None) -> None:
         print(f"interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        received.append(signum)
         watchdog = threading.Timer(EXIT_GRACE_SECONDS, os._exit, (128 + signum,))
         watchdog.daemon = True
         watchdog.start()
         sys.exit(128 + signum)
 
+    def after_signal(kind: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
+        if not received:
+            sys.__excepthook__(kind, value, traceback)
+            return
+        sys.stderr.flush()
+        os._exit(128 + received[0])
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, handler)
+    sys.excepthook = after_signal
