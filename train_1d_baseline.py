@@ -21,6 +21,7 @@ if __name__ == "__main__":
 
 from common.data import PLACEMENTS  # noqa: E402
 from common.ensemble import train_ensemble  # noqa: E402
+from common.evaluate import AGGREGATIONS  # noqa: E402
 from common.online_pdd import PDD_MODES, SCORE_SOURCES  # noqa: E402
 from common.train import AMP_MODES, TrainConfig, main, train  # noqa: E402
 
@@ -47,6 +48,9 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, list[int]
     p.add_argument("--weight_decay", type=float, default=d.weight_decay)
     p.add_argument("--window_seconds", type=float, default=d.window_seconds,
                    help="random training crop; evaluation slides it by half its length")
+    p.add_argument("--aggregation", choices=AGGREGATIONS, default=d.aggregation,
+                   help="how the sliding windows' outputs make a record's probabilities (validation, test, difficulty, "
+                        "predict.py): sigmoid/softmax of the mean logit, or the highest or mean window probability")
     p.add_argument("--augment", action="store_true", help="random amplitude scaling, noise and baseline wander")
     p.add_argument("--patience", type=int, default=d.patience,
                    help="stop after this many epochs without a better val macro AUC (0: never)")

@@ -48,6 +48,8 @@ from common.train import ConfigError, NonFiniteLossError, TrainConfig, TrainingI
 from train_1d_baseline import parse_args as parse_train_args  # noqa: E402
 
 RECIPES = {  # candidate: the train_1d_baseline.py options it sets over the search's own
+    "e30_max": {"epochs": 30, "aggregation": "max_prob"},  # the default before this search
+    "e20_max": {"epochs": 20, "aggregation": "max_prob"},
     "e30": {"epochs": 30},
     "e20": {"epochs": 20},
     "e15": {"epochs": 15},

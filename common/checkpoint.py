@@ -4,7 +4,9 @@ A checkpoint (last.pt, best.pt) is a dict of tensors and plain Python values:
   model, model_hparams, optimizer, scaler (None unless fp16 AMP), state (epoch, batches_done, epoch_loss_sum,
   epoch_samples, samples_backpropagated, elapsed_seconds, train_seconds, best_score, best_epoch, history),
   rng (torch, numpy, python, cuda), schedule_epochs, classes, task, multilabel, normalisation,
-  input_shape (leads, length, fs, window), signal (lead names in channel order, units, filter), data_dir, data_fingerprint, config, torch_version.
+  input_shape (leads, length, fs, window), signal (lead names in channel order, units, filter), aggregation (of
+  window logits per record: common.evaluate.aggregate), data_dir, data_fingerprint, config, torch_version.
+Checkpoints written before the aggregation entry load with the aggregation they were scored by (legacy_aggregation).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 
 from common.datadir import atomic_file
+from common.evaluate import legacy_aggregation
 from common.model import build_model
 
 
@@ -66,6 +69,9 @@ def load_checkpoint(path: str | Path) -> dict:
                                                                       for v in ckpt.values()) else "missing keys"
         raise CheckpointError(f"{path} is not a checkpoint of this pipeline ({what}); pass the last.pt or best.pt "
                               "that train_1d_baseline.py wrote")
+    ckpt.setdefault("aggregation", legacy_aggregation(bool(ckpt["multilabel"])))
+    if isinstance(ckpt.get("config"), dict):
+        ckpt["config"].setdefault("aggregation", ckpt["aggregation"])
     return ckpt
 
 
@@ -85,8 +91,8 @@ def check_compatible(ckpt: dict, path: str | Path, classes: list[str], input_sha
 def load_model(ckpt_path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a checkpoint's model from its model_hparams, load its weights, move it to `device` in eval mode.
 
-    Returns (model, ckpt); ckpt["normalisation"], ckpt["multilabel"], ckpt["input_shape"]["window"] and
-    ckpt["classes"] are what common.evaluate.predict needs to score new records.
+    Returns (model, ckpt); ckpt["normalisation"], ckpt["multilabel"], ckpt["input_shape"]["window"],
+    ckpt["aggregation"] and ckpt["classes"] are what common.evaluate.predict needs to score new records.
     """
     ckpt = load_checkpoint(ckpt_path)
     model = build_model(**ckpt["model_hparams"])

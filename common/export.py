@@ -25,33 +25,42 @@ TOLERANCE = 1e-4
 CHECK_WINDOWS = 8
 
 
-class WindowProbabilities(nn.Module):
+OUTPUTS = ("logits", "probabilities")
+AGGREGATION_TEXT = {
+    "mean_logit": "mean of the windows' logits, then sigmoid (multi-label) or softmax (single-label)",
+    "max_prob": "highest of the windows' probabilities",
+    "mean_prob": "mean of the windows' probabilities",
+}
+
+
+class WindowScorer(nn.Module):
     """A checkpoint's model as one graph: raw windows (batch, leads, window) in the checkpoint's units -> class
-    probabilities (batch, classes), its per-lead normalisation and sigmoid (multi-label) or softmax inside."""
+    logits and probabilities (batch, classes), its per-lead normalisation and sigmoid (multi-label) or softmax
+    inside; the checkpoint's aggregation says which of the two makes a record's probabilities."""
 
     def __init__(self, model: nn.Module, norm: dict, multilabel: bool):
         super().__init__()
         self.model, self.norm, self.multilabel = model, norm, multilabel
 
-    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+    def forward(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(normalise(windows, self.norm))
-        return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
+        return logits, torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
 
 
-def onnx_bytes(scorer: WindowProbabilities, leads: int, window: int) -> bytes:
+def onnx_bytes(scorer: WindowScorer, leads: int, window: int) -> bytes:
     """The scorer as an ONNX model with a dynamic batch axis, by the TorchScript-based exporter (no network, and
     no onnxscript needed)."""
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter announces its deprecation, and tracing its constants
         torch.onnx.export(scorer, (torch.zeros(2, leads, window),), buffer, dynamo=False, opset_version=OPSET,
-                          input_names=["windows"], output_names=["probabilities"],
-                          dynamic_axes={"windows": {0: "batch"}, "probabilities": {0: "batch"}})
+                          input_names=["windows"], output_names=list(OUTPUTS),
+                          dynamic_axes={name: {0: "batch"} for name in ("windows", *OUTPUTS)})
     return buffer.getvalue()
 
 
-def check_with_onnxruntime(path: Path, scorer: WindowProbabilities, leads: int, window: int) -> dict:
-    """Largest difference between onnxruntime's and PyTorch's probabilities on random windows (3 mV scale);
+def check_with_onnxruntime(path: Path, scorer: WindowScorer, leads: int, window: int) -> dict:
+    """Largest difference between onnxruntime's and PyTorch's logits and probabilities on random windows (3 mV scale);
     RuntimeError above TOLERANCE. Skipped, and said so, when onnxruntime is not installed."""
     try:
         import onnxruntime
@@ -61,10 +70,10 @@ def check_with_onnxruntime(path: Path, scorer: WindowProbabilities, leads: int, 
         return {"checked": False, "why": "onnxruntime not installed"}
     windows = np.random.default_rng(0).normal(scale=3.0, size=(CHECK_WINDOWS, leads, window)).astype(np.float32)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    ours = session.run(None, {"windows": windows})[0]
+    ours = session.run(list(OUTPUTS), {"windows": windows})
     with torch.inference_mode():
-        theirs = scorer(torch.from_numpy(windows)).numpy()
-    difference = float(np.abs(ours - theirs).max())
+        theirs = scorer(torch.from_numpy(windows))
+    difference = max(float(np.abs(a - b.numpy()).max()) for a, b in zip(ours, theirs))
     if difference > TOLERANCE:
         raise RuntimeError(f"{path}: onnxruntime differs from PyTorch by {difference:.2e} (more than {TOLERANCE:g})")
     return {"checked": True, "onnxruntime": onnxruntime.__version__, "windows": CHECK_WINDOWS,
@@ -79,7 +88,7 @@ def export_onnx(ckpt_path: Path, onnx_path: Path) -> Path:
     signal = checkpoint_signal(ckpt, ckpt_path)
     shape, multilabel, classes = ckpt["input_shape"], bool(ckpt["multilabel"]), list(ckpt["classes"])
     leads, window, fs = int(shape["leads"]), int(shape["window"]), float(shape["fs"])
-    scorer = WindowProbabilities(model, ckpt["normalisation"], multilabel).eval()
+    scorer = WindowScorer(model, ckpt["normalisation"], multilabel).eval()
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(onnx_path, "wb") as f:
         f.write(onnx_bytes(scorer, leads, window))
@@ -93,8 +102,9 @@ def export_onnx(ckpt_path: Path, onnx_path: Path) -> Path:
                   "units": signal.get("units", "mV"),
                   "meaning": "raw windows in the leads' order below, after resampling and band-pass; "
                              "the normalisation is inside the model"},
-        "output": {"name": "probabilities", "shape": ["batch", len(classes)],
-                   "meaning": f"per-window class probabilities ({'sigmoid' if multilabel else 'softmax'} inside)"},
+        "output": {"names": list(OUTPUTS), "shape": ["batch", len(classes)],
+                   "meaning": f"per-window class logits, and probabilities ({'sigmoid' if multilabel else 'softmax'} "
+                              "of the logits, inside)"},
         "classes": classes,
         "multilabel": multilabel,
         "sampling_rate_hz": fs,
@@ -103,7 +113,8 @@ def export_onnx(ckpt_path: Path, onnx_path: Path) -> Path:
         "stride": stride,
         "window_starts": f"0, {stride}, 2*{stride}, ... while a window fits, plus one window ending at the record's "
                          f"end; records shorter than {window} samples cannot be scored",
-        "aggregation": "max over windows" if multilabel else "mean over windows",
+        "aggregation": ckpt["aggregation"],
+        "aggregation_meaning": f"a record's probabilities: {AGGREGATION_TEXT[ckpt['aggregation']]}",
         "preprocessing": {
             "lead_names": "matched case-insensitively (aVR = AVR)",
             "resampling": f"polyphase (scipy.signal.resample_poly) to {fs:g} Hz, up/down ratio with denominator "
@@ -122,5 +133,5 @@ def export_onnx(ckpt_path: Path, onnx_path: Path) -> Path:
     }
     sidecar_path = onnx_path.with_suffix(".json")
     write_json_atomic(sidecar_path, sidecar)
-    log.info("wrote %s (windows -> probabilities) and %s; thresholds: %s", onnx_path, sidecar_path, source)
+    log.info("wrote %s (windows -> logits, probabilities) and %s; thresholds: %s", onnx_path, sidecar_path, source)
     return sidecar_path

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from common.checkpoint import load_checkpoint
 from common.datadir import load_meta, write_json_atomic
+from common.evaluate import legacy_aggregation
 from common.pdd import load_json
 from common.train import ConfigError, TrainConfig, resolve_config, train
 
@@ -20,8 +21,10 @@ LOAD_NAME = "load.json"
 def stored_run(run_dir: Path) -> tuple[dict, str | None, Path] | None:
     """(config, data fingerprint, file read) of the finished or interrupted run in run_dir; None when there is none."""
     if (run_dir / "metrics.json").is_file():
-        metrics = load_json(run_dir / "metrics.json", f"remove {run_dir} and run again", ("config", "data_fingerprint"))
-        return metrics["config"], metrics["data_fingerprint"], run_dir / "metrics.json"
+        metrics = load_json(run_dir / "metrics.json", f"remove {run_dir} and run again",
+                            ("config", "data_fingerprint", "multilabel"))
+        config = {"aggregation": legacy_aggregation(bool(metrics["multilabel"])), **metrics["config"]}
+        return config, metrics["data_fingerprint"], run_dir / "metrics.json"
     if (run_dir / "last.pt").is_file():
         ckpt = load_checkpoint(run_dir / "last.pt")
         return ckpt["config"], (ckpt.get("data_fingerprint") or {}).get("dataset"), run_dir / "last.pt"

@@ -39,7 +39,7 @@ from common.cuda_graph import GraphedStep, portable_optimizer_state, set_lr
 from common.data import PLACEMENTS, TrainBatches, batch_stream, choose_placement
 from common.datadir import SPLITS, load_meta, load_split, remove_stale_temp_files, write_json_atomic
 from common.device import resolve_device
-from common.evaluate import predict
+from common.evaluate import AGGREGATIONS, DEFAULT_AGGREGATION, predict
 from common.labels import one_hot
 from common.metrics import (format_summary, plot_history, plot_roc_curves, summarise, tune_thresholds,
                             write_history_csv)
@@ -61,6 +61,7 @@ class TrainConfig:
     lr: float = 3e-3                      # peak learning rate of the one-cycle schedule (AdamW)
     weight_decay: float = 1e-2
     window_seconds: float = 2.5           # random training crops; evaluation slides it by half its length
+    aggregation: str = DEFAULT_AGGREGATION  # windows -> record: mean_logit | max_prob | mean_prob (see aggregate)
     augment: bool = False                 # random amplitude scaling, noise and baseline wander
     patience: int = 0                     # stop after this many epochs without a better val AUC; 0: never
     width: int = 32                       # model: channels of the first stage, doubled per later stage
@@ -173,8 +174,8 @@ class Data:
 
 PDD_OPTIONS = ("pdd", "pdd_threshold", "pdd_scores", "pdd_readmit", "pdd_bn", "pdd_ratio", "pdd_delta", "pdd_gamma",
                "pdd_match", "revision_frac")
-INHERITED = ("batch_size", "lr", "weight_decay", "window_seconds", "augment", "patience", "dropout", "seed", "amp",
-             *PDD_OPTIONS)
+INHERITED = ("batch_size", "lr", "weight_decay", "window_seconds", "aggregation", "augment", "patience", "dropout",
+             "seed", "amp", *PDD_OPTIONS)
 DEFAULT_EPOCHS = 30
 RUN_FILES = ("last.pt", "best.pt", "history.csv", "metrics.json", "training_curves.png", "roc_curves.png")
 REQUIRED_META = ("classes", "multilabel", "fs", "length", "leads", "normalisation", "fingerprint")
@@ -207,6 +208,8 @@ def check_config(cfg: TrainConfig) -> None:
         problems.append(f"--placement must be one of {', '.join(PLACEMENTS)}, got {cfg.placement!r}")
     if cfg.amp not in AMP_MODES:
         problems.append(f"--amp must be one of {', '.join(AMP_MODES)}, got {cfg.amp!r}")
+    if cfg.aggregation not in AGGREGATIONS:
+        problems.append(f"--aggregation must be one of {', '.join(AGGREGATIONS)}, got {cfg.aggregation!r}")
     problems += check_pdd_options(cfg)
     if problems:
         raise ConfigError("; ".join(problems))
@@ -409,16 +412,18 @@ CHECK_EVERY = 50  # batches between the loop's host syncs (NaN/Inf check, stop f
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                batches: Iterable[tuple[int, torch.Tensor, torch.Tensor]], lr_at: Callable[[int], float], multilabel: bool, amp_dtype: torch.dtype | None, dist: Dist,
-                stop: StopFlag, state: TrainState, bar: tqdm, threshold: float | None = None,
-                graphed: GraphedStep | None = None, scores: RecordScores | None = None, restore_bn: bool = True) -> None:
+                batches: Iterable[tuple[int, torch.Tensor, torch.Tensor]], lr_at: Callable[[int], float],
+                multilabel: bool, amp_dtype: torch.dtype | None, dist: Dist, stop: StopFlag, state: TrainState,
+                bar: tqdm, threshold: float | None = None, graphed: GraphedStep | None = None,
+                scores: RecordScores | None = None, restore_bn: bool = True) -> None:
     """Back-propagate (batch number, x, y) batches. Losses stay on the device; every CHECK_EVERY batches, at the
     epoch's end, and as soon as a signal arrived, they are fetched at once (one host sync), checked, and folded
     into `state`. With a DBPD `threshold`, each batch is first scored without grad and only its hard records
     are back-propagated (none: no step at all; `restore_bn` puts BatchNorm's running stats back after scoring).
     With `scores`, each batch's loss is weighted per record and each record's score kept (infobatch, dbpd
-    --pdd_scores last). With `graphed`, full batches replay a captured CUDA graph of the step (common/cuda_graph.py). Raises NonFiniteLossError when a loss was NaN/Inf (the state on
-    disk is the last good checkpoint), TrainingInterrupted at the check after a signal came."""
+    --pdd_scores last). With `graphed`, full batches replay a captured CUDA graph of the step
+    (common/cuda_graph.py). Raises NonFiniteLossError when a loss was NaN/Inf (the state on disk is the last good
+    checkpoint), TrainingInterrupted at the check after a signal came."""
     model.train()
     pending: list[tuple[int, torch.Tensor, int, float]] = []  # (batch, loss on the device, records, lr)
     seen = state.batches_done  # batches of this epoch done, checked or not
@@ -503,7 +508,8 @@ class Run:
     def score(self, split: str) -> np.ndarray:
         """Record probabilities of a split, by the same sliding-window predict the difficulty stage uses."""
         return predict(unwrap(self.model), self.data.X[split], self.data.norm, self.data.multilabel,
-                       self.data.input_shape["window"], batch_size=4 * self.cfg.batch_size, device=self.dist.device)
+                       self.data.input_shape["window"], batch_size=4 * self.cfg.batch_size, device=self.dist.device,
+                       aggregation=self.cfg.aggregation)
 
     def checkpoint(self) -> dict:
         """Everything needed to continue exactly, or to rebuild and use the model (common.checkpoint)."""
@@ -517,6 +523,7 @@ class Run:
             "schedule_epochs": self.cfg.schedule_epochs,
             "classes": self.data.classes, "task": self.data.task, "multilabel": self.data.multilabel,
             "normalisation": self.data.norm, "input_shape": self.data.input_shape, "signal": self.data.signal,
+            "aggregation": self.cfg.aggregation,
             "data_dir": str(self.cfg.data_dir), "data_fingerprint": self.data.fingerprint,
             "config": asdict(self.cfg), "torch_version": str(torch.__version__),
         }
@@ -647,7 +654,8 @@ def fit_epoch(run: Run, epoch: int, batches_of: TrainBatches, stop: StopFlag) ->
               desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (run.dist.is_main and sys.stderr.isatty())) as bar:
         try:
             train_epoch(run.model, run.optimizer, run.scaler,
-                        batch_stream(batches_of, epoch, batches, state.batches_done, cfg.workers), lr_at, run.data.multilabel, run.amp_dtype, run.dist, stop, state, bar,
+                        batch_stream(batches_of, epoch, batches, state.batches_done, cfg.workers), lr_at,
+                        run.data.multilabel, run.amp_dtype, run.dist, stop, state, bar,
                         run.plan.batch_threshold(epoch), run.graphed, run.scores, run.plan.restore_bn)
         finally:
             state.train_seconds += time.time() - started

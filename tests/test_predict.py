@@ -234,19 +234,22 @@ def test_onnx_export_matches_pytorch_and_its_sidecar_scores_whole_records(runs, 
     side = json.loads((tmp_path / "model.json").read_text())
     model, ckpt = load_model(runs["a"])
     assert side["classes"] == ckpt["classes"] and side["sampling_rate_hz"] == 100 and side["window"] == 200
-    assert side["stride"] == 100 and side["aggregation"] == "max over windows" and side["leads"] == TINY_LEADS
+    assert side["stride"] == 100 and side["aggregation"] == "mean_logit" and side["leads"] == TINY_LEADS
     assert side["thresholds"] == tuned_thresholds(runs["a"]).tolist() and side["onnx"]["check"]["checked"]
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     for batch in (1, 5):
         windows = np.random.default_rng(batch).normal(size=(batch, 12, 200)).astype(np.float32)
         with torch.inference_mode():
-            expected = torch.sigmoid(model(normalise(torch.from_numpy(windows), ckpt["normalisation"]))).numpy()
-        np.testing.assert_allclose(session.run(None, {"windows": windows})[0], expected, atol=1e-4)
+            expected = model(normalise(torch.from_numpy(windows), ckpt["normalisation"])).numpy()
+        logits, probabilities = session.run(["logits", "probabilities"], {"windows": windows})
+        np.testing.assert_allclose(logits, expected, atol=1e-4)
+        np.testing.assert_allclose(probabilities, 1 / (1 + np.exp(-expected)), atol=1e-4)
 
     X = np.load(runs["data"] / "X_test.npy")[:4]
     starts = list(range(0, X.shape[-1] - side["window"] + 1, side["stride"]))
     windows = np.stack([x[:, s:s + side["window"]] for x in X for s in starts])
-    probs = session.run(None, {"windows": windows})[0].reshape(len(X), len(starts), -1).max(axis=1)
+    logits = session.run(["logits"], {"windows": windows})[0].reshape(len(X), len(starts), -1)
+    probs = 1 / (1 + np.exp(-logits.mean(axis=1)))
     np.testing.assert_allclose(probs, own_probs(runs["a"], X), atol=1e-4)
 
     ensemble = run_repo_script("predict.py", "--ckpt", runs["a"], "--ckpt", runs["b"], "--export", tmp_path / "e.onnx")

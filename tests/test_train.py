@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -19,12 +20,13 @@ import torch.nn.functional as F
 import common.data
 import common.train
 from common.augment import augment, sliding_window_starts
-from common.checkpoint import CheckpointMismatchError, load_checkpoint, load_model
+from common.checkpoint import CheckpointMismatchError, load_checkpoint, load_model, save_checkpoint
 from common.data import TrainBatches, choose_placement
-from common.evaluate import per_record_loss, predict
+from common.evaluate import per_record_loss, predict, predict_as_trained
 from common.metrics import summarise, tune_thresholds
 from common.model import build_model, count_parameters
-from common.train import NonFiniteLossError, TrainConfig, main, one_cycle_lr, train
+from common.runs import check_reusable
+from common.train import ConfigError, NonFiniteLossError, TrainConfig, main, one_cycle_lr, train
 from conftest import ROOT, TINY_TRAIN_FLAGS, history_rows, run_repo_script, tiny_train_config
 
 SCRIPT = ROOT / "train_1d_baseline.py"
@@ -97,10 +99,20 @@ def test_predict_matches_manual_windows() -> None:
     with torch.no_grad():
         logits = torch.stack([model((torch.from_numpy(X[:, :, s:s + 100]) - 0.1) / 2.0) for s in (0, 50, 100, 130)],
                              dim=1)
-    multi = predict(model, X, norm, multilabel=True, window=100, stride=50, batch_size=7)
-    single = predict(model, X, norm, multilabel=False, window=100)
-    np.testing.assert_allclose(multi, torch.sigmoid(logits).amax(dim=1).numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(single, torch.softmax(logits, dim=2).mean(dim=1).numpy(), rtol=1e-5, atol=1e-6)
+    expected = {
+        (True, "mean_logit"): torch.sigmoid(logits.mean(dim=1)), (True, "max_prob"): torch.sigmoid(logits).amax(dim=1),
+        (True, "mean_prob"): torch.sigmoid(logits).mean(dim=1),
+        (False, "mean_logit"): torch.softmax(logits.mean(dim=1), dim=1),
+        (False, "max_prob"): torch.softmax(logits, dim=2).amax(dim=1),
+        (False, "mean_prob"): torch.softmax(logits, dim=2).mean(dim=1),
+    }
+    for (multilabel, aggregation), want in expected.items():
+        got = predict(model, X, norm, multilabel, window=100, stride=50, batch_size=7, aggregation=aggregation)
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-6)
+    default = predict(model, X, norm, multilabel=True, window=100)
+    np.testing.assert_allclose(default, expected[(True, "mean_logit")].numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="aggregation must be one of mean_logit, max_prob, mean_prob, got 'max'"):
+        predict(model, X, norm, multilabel=True, window=100, aggregation="max")
 
 
 def test_metrics_on_hand_made_arrays() -> None:
@@ -344,3 +356,27 @@ def test_out_of_gpu_memory_saves_last_pt_and_names_batch_size(tiny_data_dir: Pat
     err = capsys.readouterr().err
     assert "out of GPU memory at --batch_size 16" in err and "lower --batch_size" in err
     assert f"--resume {run / 'last.pt'}" in err and load_checkpoint(run / "last.pt")["state"]["epoch"] == 1
+
+
+def test_runs_from_before_the_aggregation_option_keep_scoring_by_the_highest_window(tiny_data_dir: Path,
+                                                                                    tmp_path: Path) -> None:
+    cfg = tiny_train_config(tiny_data_dir, tmp_path / "old", epochs=2, stop_after_epoch=1)
+    train(cfg)
+    last = tmp_path / "old" / "last.pt"
+    ckpt = torch.load(last, weights_only=True)
+    del ckpt["aggregation"], ckpt["config"]["aggregation"]
+    save_checkpoint(ckpt, last)
+    loaded = load_checkpoint(last)
+    assert loaded["aggregation"] == "max_prob" and loaded["config"]["aggregation"] == "max_prob"
+    model, ckpt = load_model(last)
+    X = np.load(tiny_data_dir / "X_val.npy")
+    np.testing.assert_array_equal(predict_as_trained(model, ckpt, X),
+                                  predict(model, X, ckpt["normalisation"], True, 100, aggregation="max_prob"))
+    metrics = train(replace(cfg, resume=str(last), stop_after_epoch=None, given=()))
+    assert metrics["config"]["aggregation"] == "max_prob"  # the resumed run keeps the scoring it selected by
+    report = json.loads((tmp_path / "old" / "metrics.json").read_text())
+    del report["config"]["aggregation"]
+    (tmp_path / "old" / "metrics.json").write_text(json.dumps(report))
+    check_reusable(replace(cfg, aggregation="max_prob", stop_after_epoch=None))
+    with pytest.raises(ConfigError, match="trained with --aggregation max_prob .* asks for --aggregation mean_logit"):
+        check_reusable(replace(cfg, stop_after_epoch=None))
