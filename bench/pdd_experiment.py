@@ -63,9 +63,8 @@ from common.evaluate import predict_as_trained  # noqa: E402
 from common.pdd import build_stage, generate_stages, load_json, split_difficulty  # noqa: E402
 from common.stats import (macro_over_defined, percentile_interval, point_and_bootstrap_weights,  # noqa: E402
                           resampled_aucs)
-from common.runs import LOAD_NAME, check_reusable, trained  # noqa: E402
-from common.train import (ConfigError, NonFiniteLossError, TrainConfig, TrainingInterrupted,  # noqa: E402
-                          check_config)
+from common.runs import LOAD_NAME, check_reusable, command_exit_code, trained  # noqa: E402
+from common.train import ConfigError, TrainConfig, check_config  # noqa: E402
 from train_1d_baseline import parse_args as parse_train_args  # noqa: E402
 
 ONLINE = {  # online variants: the train_1d_baseline.py options each sets over the experiment's own
@@ -482,14 +481,4 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except TrainingInterrupted as e:
-        print(f"{e}; run the same command again to continue", file=sys.stderr)
-        sys.exit(128 + e.signum)
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(3)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(command_exit_code(main))

@@ -12,9 +12,9 @@ the final scoring included) summed over the members of an ensemble; the 5-minute
 beside it, so a timing taken while something else ran shows. "Best at each budget" picks the highest val macro-AUC
 whose wall time fits 6, 15 and 45 minutes.
 
-The test split is never read here. OUT_DIR/<recipe> is laid out as an ensemble dir of train_1d_baseline.py --seeds,
-so the chosen recipe's test figures come once, at the end, from that command with the recipe's flags (it reuses the
-members).
+The table reads validation only (each run's metrics.json holds test figures, as every run's does; nothing here
+reads them). OUT_DIR/<recipe> is laid out as an ensemble dir of train_1d_baseline.py --seeds, so the chosen
+recipe's test figures come once, at the end, from that command with the recipe's flags (it reuses the members).
 """
 from __future__ import annotations
 
@@ -43,8 +43,8 @@ from common.evaluate import predict_as_trained  # noqa: E402
 from common.labels import one_hot  # noqa: E402
 from common.metrics import macro, per_class_auc  # noqa: E402
 from common.pdd import load_json  # noqa: E402
-from common.runs import LOAD_NAME, check_reusable, trained  # noqa: E402
-from common.train import ConfigError, NonFiniteLossError, TrainConfig, TrainingInterrupted, check_config  # noqa: E402
+from common.runs import LOAD_NAME, check_reusable, command_exit_code, trained  # noqa: E402
+from common.train import ConfigError, TrainConfig, check_config  # noqa: E402
 from train_1d_baseline import parse_args as parse_train_args  # noqa: E402
 
 RECIPES = {  # candidate: the train_1d_baseline.py options it sets over the search's own
@@ -209,14 +209,4 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except TrainingInterrupted as e:
-        print(f"{e}; run the same command again to continue", file=sys.stderr)
-        sys.exit(128 + e.signum)
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(3)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(command_exit_code(main))
