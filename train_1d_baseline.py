@@ -38,7 +38,7 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, list[int]
     p.add_argument("--data_dir", default=d.data_dir, help="data dir written by preprocess.py")
     p.add_argument("--ckpt_dir", default=d.ckpt_dir, help="run dir: checkpoints, history.csv, metrics.json")
     p.add_argument("--epochs", type=int, default=d.epochs,
-                   help="total epochs of the run (--resume continues to it); default 30, or a PDD stage dir's "
+                   help="total epochs of the run (--resume continues to it); default 15, or a PDD stage dir's "
                         "planned epoch (pdd_folder_generator.py --stage_epochs)")
     p.add_argument("--schedule_epochs", type=int, default=d.schedule_epochs,
                    help="one-cycle schedule length in epochs (default: a PDD stage dir's plan, the resumed "

@@ -1,6 +1,7 @@
-"""One command for a CUDA machine: the CUDA tests, the default 30-epoch baseline with its wall time, samples/s,
-epoch time and GPU busy fraction, the pipeline's loop against a plain Dataset/DataLoader loop (4 workers,
-pinned memory), and one 500 Hz epoch. Without CUDA it says so and exits 0.
+"""One command for a CUDA machine: the CUDA tests, a 30-epoch default-model baseline (30 epochs, as in the figures
+measured before the default became 15) with its wall time, samples/s, epoch time and GPU busy fraction, the
+pipeline's loop against a plain Dataset/DataLoader loop (4 workers, pinned memory), and one 500 Hz epoch. Without
+CUDA it says so and exits 0.
 
     python bench/gpu_check.py --data_dir results/dev100 --out bench/out/gpu
     python bench/gpu_check.py --data_dir results/dev100 --train_rows 14955   # tile train rows to this count
@@ -95,7 +96,7 @@ def main() -> int:
     p.add_argument("--data_dir", type=Path, required=True, help="a 100 Hz data dir (preprocess.py)")
     p.add_argument("--out", type=Path, default=Path("bench/out/gpu"), help="run dirs and results.json")
     p.add_argument("--train_rows", type=int, help="repeat train rows up to this count (timing at full size)")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=30, help="epochs of the timed baseline run")
     p.add_argument("--loop_batches", type=int, default=3000,
                    help="timed batches of each loop in the comparison (enough seconds for NVML busy samples)")
     p.add_argument("--device", default="cuda", help="cpu rehearses every step on the CPU (small data only)")
