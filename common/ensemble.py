@@ -24,7 +24,6 @@ from common.metrics import format_summary, plot_roc_curves, summarise, tune_thre
 from common.runs import check_reusable, trained
 from common.train import ConfigError, TrainConfig, check_config, load_data, train
 
-ENSEMBLE_FILES = ("metrics.json", "roc_curves.png")
 SINGLE_RUN_FILES = ("last.pt", "best.pt", "history.csv")
 NOT_PER_ENSEMBLE = ("resume", "init_from", "stop_after_epoch")
 SCORING_BATCH = 512
@@ -54,7 +53,7 @@ def check_ensemble(cfg: TrainConfig, seeds: list[int]) -> None:
                           "--seeds command continues an interrupted ensemble by itself)")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("--seeds under torchrun is not supported: run the command without torchrun, or train each "
-                          f"member with torchrun and --seed k --ckpt_dir {member_dir(cfg.ckpt_dir, 0).parent}/seed<k>, "
+                          f"member with torchrun and --seed k --ckpt_dir {Path(cfg.ckpt_dir) / 'seed<k>'}, "
                           "then run the --seeds command once without torchrun to evaluate them")
     check_config(cfg)
     ckpt_dir = Path(cfg.ckpt_dir)
