@@ -35,8 +35,8 @@ def main() -> int:
     try:
         if args.export is not None:
             if len(args.ckpt) != 1 or args.ckpt[0].is_dir():
-                raise ValueError("--export takes one checkpoint file: an ensemble's mean of maxima is not one window "
-                                 "scorer")
+                raise ValueError("--export takes one checkpoint file: an ensemble's mean over members is not one "
+                                 "window scorer")
             export_onnx(args.ckpt[0], args.export)
             return 0
         leads = [name.strip() for name in args.leads.split(",")] if args.leads else None

@@ -94,8 +94,6 @@ def run_order(variants: list[str]) -> list[str]:
     return [v for v in VARIANTS if v in wanted]
 
 
-# Not what a run was trained with: where it ran and how it was continued; the data (compared by fingerprint); the
-# matched dbpd run (checked itself); the one-cycle length (follows --epochs, which the runner alone sets it from).
 def stage_epochs(epochs: int) -> tuple[int, int, int]:
     """The run's epochs split over the three stages as evenly as possible, earlier stages taking the rest."""
     return tuple(epochs // 3 + (k < epochs % 3) for k in range(3))

@@ -15,6 +15,8 @@ from common.pdd import load_json
 from common.train import (ConfigError, NonFiniteLossError, TrainConfig, TrainingInterrupted, resolve_config,
                           train)
 
+# Not what a run was trained with: where it ran and how it was continued; the data (compared by fingerprint); the
+# matched dbpd run (checked itself); the one-cycle length (follows --epochs, which the runners set).
 NOT_COMPARED = ("data_dir", "ckpt_dir", "resume", "init_from", "given", "stop_after_epoch", "overwrite", "device",
                 "workers", "threads", "pdd_match", "schedule_epochs")
 COMPARED = tuple(f.name for f in fields(TrainConfig) if f.name not in NOT_COMPARED)

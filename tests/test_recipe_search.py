@@ -2,7 +2,6 @@
 a recipe's folder is an ensemble dir that train_1d_baseline.py --seeds evaluates without retraining."""
 import csv
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
