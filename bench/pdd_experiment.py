@@ -16,6 +16,8 @@ is train_1d_baseline.py's and applies to every run (e.g. --width 16 --blocks 1; 
   smrd    matches the same seed's dbpd run (which is run first when not asked for).
   dbpd, dbpd_last, infobatch, srd and the ablations (dbpd_bn_update, srd_g<gamma>_r<revision>): train_1d_baseline.py
           --pdd modes with the settings in ONLINE.
+  dbpd_last_half, infobatch_half_r<ratio>: the same modes on half the epochs (HALF_SCHEDULE), the one-cycle
+          schedule as short, so that dropping on top of it comes to about a third of the baseline's compute.
   budget  for each other variant's run, the baseline recipe trained for as many epochs as that run back-propagated
           (samples / N, rounded; the one-cycle schedule shortened to them), same seed: "the same compute, spent on
           the plain recipe", in OUT_DIR/budget/epochs<k>/seed<s>.
@@ -77,7 +79,11 @@ ONLINE = {  # online variants: the train_1d_baseline.py options each sets over t
     **{f"srd_g{gamma}_r{revision}": {"pdd": "srd", "pdd_gamma": gamma, "revision_frac": revision}
        for gamma in (0.8, 0.85) for revision in (0.1, 0.2)},
 }
-VARIANTS = ("baseline", "staged", *ONLINE, "budget")
+HALF_SCHEDULE = {  # online settings run for half the experiment's epochs, the one-cycle schedule as short
+    "dbpd_last_half": ONLINE["dbpd_last"],
+    **{f"infobatch_half_r{ratio}": {"pdd": "infobatch", "pdd_ratio": ratio} for ratio in (0.5, 0.6, 0.7)},
+}
+VARIANTS = ("baseline", "staged", *ONLINE, *HALF_SCHEDULE, "budget")
 DEFAULT_VARIANTS = ("baseline", "staged", "dbpd", "dbpd_last", "srd", "smrd", "infobatch", "budget")
 NEEDS = {"staged": "baseline", "smrd": "dbpd"}
 RUNNER_OWNED = ("ckpt_dir", "seed", "pdd", "pdd_match", "resume", "init_from", "stop_after_epoch",
@@ -166,6 +172,8 @@ def run_config(variant: str, seed: int, base: TrainConfig, data_dir: Path, out_d
     cfg = replace(base, data_dir=str(data_dir), ckpt_dir=str(out_dir / variant / f"seed{seed}"), seed=seed)
     if variant == "baseline":
         return cfg
+    if variant in HALF_SCHEDULE:
+        return replace(cfg, **HALF_SCHEDULE[variant], epochs=max(1, base.epochs // 2))
     return replace(cfg, **ONLINE[variant],
                    pdd_match=str(out_dir / "dbpd" / f"seed{seed}") if variant == "smrd" else None)
 

@@ -49,6 +49,17 @@ def test_a_finished_run_of_other_settings_is_refused_naming_the_difference(data,
     assert "finished earlier with these settings" in capsys.readouterr().out
 
 
+def test_half_schedule_variants_train_half_the_epochs_with_their_settings(data, tmp_path):
+    out = tmp_path / "exp"
+    pdd_experiment.main(experiment(data, out, "--variants", "infobatch_half_r0.6", "dbpd_last_half", "--epochs", "5",
+                                   "--width", "8", "--pdd_delta", "0.5"))
+    infobatch = json.loads((out / "infobatch_half_r0.6" / "seed0" / "metrics.json").read_text())
+    dbpd_last = json.loads((out / "dbpd_last_half" / "seed0" / "metrics.json").read_text())
+    assert (infobatch["epochs"], infobatch["config"]["pdd"], infobatch["config"]["pdd_ratio"]) == (2, "infobatch", 0.6)
+    assert (dbpd_last["epochs"], dbpd_last["config"]["pdd"], dbpd_last["config"]["pdd_scores"]) == (2, "dbpd", "last")
+    assert not (out / "baseline").exists()
+
+
 def test_an_interrupted_run_of_other_settings_is_refused_naming_its_last_pt(data, tmp_path):
     out = tmp_path / "exp"
     run_dir = out / "baseline" / "seed0"
