@@ -57,6 +57,7 @@ RECIPES = {  # candidate: the train_1d_baseline.py options it sets over the sear
     "e15_aug": {"epochs": 15, "augment": True},
     "e20_b2": {"epochs": 20, "blocks": 2},
     "e20_w48": {"epochs": 20, "width": 48},
+    "e15_w48": {"epochs": 15, "width": 48},
 }
 BUDGETS_MINUTES = (6, 15, 45)
 VAL_PROBS = "val_probs.npy"
