@@ -66,7 +66,7 @@ from common.pdd import build_stage, generate_stages, load_json, split_difficulty
 from common.stats import (macro_over_defined, percentile_interval, point_and_bootstrap_weights,  # noqa: E402
                           resampled_aucs)
 from common.runs import LOAD_NAME, check_reusable, command_exit_code, trained  # noqa: E402
-from common.train import ConfigError, TrainConfig, check_config  # noqa: E402
+from common.train import ConfigError, TrainConfig, check_config, pdd_plan  # noqa: E402
 from train_1d_baseline import parse_args as parse_train_args  # noqa: E402
 
 ONLINE = {  # online variants: the train_1d_baseline.py options each sets over the experiment's own
@@ -470,6 +470,9 @@ def main(argv: list[str] | None = None) -> str:
     load_meta(args.data_dir)
     n_train = len(load_npy(args.data_dir / "y_train.npy", mmap_mode="r"))
     order = run_order(args.variants)
+    for variant in (v for v in order if v in ONLINE or v in HALF_SCHEDULE):
+        if variant != "smrd":  # its plan needs the dbpd run it matches
+            pdd_plan(run_config(variant, args.seeds[0], base, args.data_dir, args.out_dir), n_train)
     check_existing_runs(order, args.seeds, base, args.data_dir, args.out_dir)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     runs = [(variant, seed, run_variant(variant, seed, base, args.data_dir, args.out_dir))

@@ -111,6 +111,8 @@ def test_a_corrupt_last_pt_in_out_dir_gets_one_line_and_exit_2(data, tmp_path):
     (["--seeds", "1", "1"], "--seeds must be distinct numbers >= 0"),
     (["--batch_size", "0"], "--batch_size must be >= 1, got 0"),
     (["--data_dir", "missing"], "missing/meta.json not found"),
+    (["--variants", "baseline", "infobatch_half_r0.5", "--epochs", "2"],
+     "--pdd_delta 0.875 leaves no full-data epoch in 1 epochs"),
 ])
 def test_bad_input_exits_2_without_creating_out_dir(data, tmp_path, flags, message):
     out = tmp_path / "exp"
