@@ -32,7 +32,7 @@ while something else ran shows.
 Compute is counted in training-window passes over N train records: effective epochs = samples
 back-propagated / N; scoring epochs = forward passes without grad / N (dbpd's batch scoring; staged: each
 record scored by the sliding windows of validation). Writes results.csv, results.md and
-auc_vs_effective_epochs.png, and prints the Markdown table.
+auc_vs_compute.png, and prints the Markdown table.
 """
 from __future__ import annotations
 
