@@ -7,7 +7,6 @@ file whose checksum fails is fetched afresh once, then reported. Only the standa
 """
 from __future__ import annotations
 
-import fcntl
 import http.client
 import logging
 import os
@@ -26,6 +25,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from common.datadir import atomic_file, file_sha256
+from common.locks import try_lock
 
 log = logging.getLogger("download")
 
@@ -232,12 +232,9 @@ class Downloader:
 def lock_dir(out_dir: Path) -> int:
     """Create out_dir and lock it (flock, released when the process ends) so two downloads never share a .part."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out_dir, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise ValueError(f"another download is writing into {out_dir}; wait for it to end") from None
+    fd = try_lock(out_dir)
+    if fd is None:
+        raise ValueError(f"another download is writing into {out_dir}; wait for it to end")
     return fd
 
 

@@ -12,7 +12,6 @@ Runs unchanged under torchrun (DistributedDataParallel; rank 0 evaluates and wri
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import math
 import os
 import random
@@ -41,6 +40,7 @@ from common.datadir import SPLITS, load_meta, load_split, remove_stale_temp_file
 from common.device import resolve_device
 from common.evaluate import AGGREGATIONS, DEFAULT_AGGREGATION, predict
 from common.labels import one_hot
+from common.locks import try_lock
 from common.metrics import (format_summary, plot_history, plot_roc_curves, summarise, tune_thresholds,
                             write_history_csv)
 from common.model import build_model, count_parameters
@@ -764,13 +764,10 @@ def claim_run_dir(cfg: TrainConfig) -> int:
     Returns the lock's file descriptor."""
     ckpt_dir = Path(cfg.ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(ckpt_dir, os.O_RDONLY)
+    fd = try_lock(ckpt_dir)
+    if fd is None:
+        raise ConfigError(f"another training run is using {ckpt_dir}; wait for it to end or choose another --ckpt_dir")
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(f"another training run is using {ckpt_dir}; wait for it to end or choose another "
-                              "--ckpt_dir") from None
         existing = [name for name in RUN_FILES if (ckpt_dir / name).exists()]
         continuing = cfg.resume and Path(cfg.resume).resolve().parent == ckpt_dir.resolve()
         if existing and not continuing:
