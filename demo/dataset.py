@@ -245,16 +245,16 @@ def _write_dataset(root: Path, n_records: int, seed: int, with_500hz: bool, prog
     return summary
 
 
-def _check_target(out_dir: Path, overwrite: bool) -> None:
-    """Refuse a non-empty out_dir that is not a previous demo dataset, unless overwrite."""
-    if overwrite or not out_dir.exists():
+def _check_target(out_dir: Path) -> None:
+    """Refuse an out_dir that is not a previous demo dataset (or empty): the generator replaces only its own output."""
+    if not (out_dir.exists() or out_dir.is_symlink()):
         return
     if not out_dir.is_dir():
-        raise ValueError(f"{out_dir} exists and is not a directory; choose another --out_dir or pass --overwrite")
+        raise ValueError(f"--out_dir {out_dir} is a file, not a folder; choose another --out_dir")
     if any(out_dir.iterdir()) and not (out_dir / MARKER).is_file():
         raise ValueError(
-            f"{out_dir} is not empty and is not a demo dataset (no {MARKER}); choose another --out_dir, "
-            "empty it, or pass --overwrite (overwrite=True) to replace it"
+            f"--out_dir {out_dir} is not empty and is not a demo dataset (no {MARKER}), so it is not the generator's "
+            "to replace; choose another --out_dir, or empty it yourself"
         )
 
 
@@ -263,14 +263,13 @@ def generate_demo_dataset(
     n_records: int = 300,
     seed: int = 0,
     with_500hz: bool = False,
-    overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
     """Write a seeded PTB-XL-layout demo dataset (WFDB records, ptbxl_database.csv, scp_statements.csv, labels.csv)."""
     out_dir = Path(os.path.abspath(out_dir))
     if n_records < 1:
-        raise ValueError(f"n_records must be at least 1, got {n_records}")
-    _check_target(out_dir, overwrite)
+        raise ValueError(f"--n_records must be at least 1, got {n_records}")
+    _check_target(out_dir)
     with staged_output_dir(out_dir) as staged:
         summary = _write_dataset(staged, n_records, seed, with_500hz, progress)
     return summary | {"out_dir": str(out_dir)}

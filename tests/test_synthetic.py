@@ -187,14 +187,29 @@ def test_hypertrophy_voltages():
 
 
 def test_refuses_foreign_directory_and_replaces_demo(tmp_path):
+    """A folder the generator did not write is never replaced, whatever the flags; its own earlier output is."""
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="--overwrite"):
+    with pytest.raises(ValueError, match="not a demo dataset"):
         generate_demo_dataset(foreign, n_records=3, progress=False)
+    with pytest.raises(SystemExit) as stop:
+        main(["--out_dir", str(foreign), "--n_records", "3", "--overwrite"])
+    assert stop.value.code == 2
     assert _files(foreign) == {"notes.txt": b"keep me"}
-    generate_demo_dataset(foreign, n_records=3, progress=False, overwrite=True)
-    assert not (foreign / "notes.txt").exists()
-    main(["--out_dir", str(foreign), "--n_records", "4", "--seed", "1"])
-    assert len(pd.read_csv(foreign / "ptbxl_database.csv")) == 4
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+    demo = tmp_path / "demo"
+    generate_demo_dataset(demo, n_records=3, progress=False)
+    main(["--out_dir", str(demo), "--n_records", "4", "--seed", "1"])
+    assert len(pd.read_csv(demo / "ptbxl_database.csv")) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo", "mine"]
+
+
+def test_cli_bad_out_dir_is_one_line_exit_2(tmp_path, capsys):
+    """An --out_dir that runs through a file: exit 2 and one line naming --out_dir, not a traceback."""
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SystemExit) as stop:
+        main(["--out_dir", str(tmp_path / "afile" / "demo"), "--n_records", "3"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "afile" in err and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
