@@ -139,9 +139,11 @@ def test_kill_9_then_the_same_command_gives_the_uninterrupted_table(data, tmp_pa
     proc = subprocess.Popen([sys.executable, "bench/pdd_experiment.py", *experiment(data, out, *flags)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and not list(out.glob(f"{kill_in}/history.csv")):
+    while time.time() < deadline and proc.poll() is None and not list(out.glob(f"{kill_in}/history.csv")):
         time.sleep(0.01)
     proc.kill()
+    if not list(out.glob(f"{kill_in}/history.csv")):
+        pytest.fail(f"the experiment never reached {kill_in} (exit {proc.wait(timeout=30)}), so it was not killed there")
     assert proc.wait(timeout=30) == -signal.SIGKILL and not (out / "results.csv").exists()
     rerun = run_repo_script("bench/pdd_experiment.py", *experiment(data, out, *flags))
     assert rerun.returncode == 0, rerun.stderr
