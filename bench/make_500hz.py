@@ -10,6 +10,7 @@ byte what wfdb.wrsamp writes. These stand in for PTB-XL's real 500 Hz files, whi
 here; their signals carry nothing above 50 Hz. DEST is built beside itself and moved into place at the end.
 """
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -33,6 +34,7 @@ from demo.dataset import write_wfdb  # noqa: E402
 
 TARGET_FS = 500
 TOP_LEVEL_FILES = ("ptbxl_database.csv", "scp_statements.csv", "LICENSE.txt")
+MARKER = "make_500hz.json"  # what --overwrite looks for: only a folder this tool wrote is replaced
 
 
 def write_500hz(paths: tuple[Path, Path]) -> None:
@@ -59,6 +61,7 @@ def make_500hz(src: Path, dest: Path, workers: int) -> int:
             for _ in tqdm(pool.imap_unordered(write_500hz, jobs, chunksize=64), total=len(jobs), desc="500 Hz records",
                           unit="rec"):
                 pass
+        (tmp / MARKER).write_text(json.dumps({"source": str(src.resolve()), "records": len(jobs)}) + "\n")
     return len(jobs)
 
 
@@ -67,14 +70,17 @@ def main() -> int:
     p.add_argument("src", type=Path, help="restored PTB-XL dev pack (ptbxl_database.csv, records100/)")
     p.add_argument("dest", type=Path, help="folder to create")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
-    p.add_argument("--overwrite", action="store_true", help="replace DEST when it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace DEST when an earlier run of this tool wrote it")
     args = p.parse_args()
     if args.dest.exists() and not args.overwrite:
         p.exit(2, f"error: {args.dest} exists; pass --overwrite to replace it, or choose another DEST\n")
+    if args.dest.exists() and not (args.dest / MARKER).is_file():
+        p.exit(2, f"error: {args.dest} was not written by this tool (no {MARKER}), so --overwrite does not replace "
+                  "it; choose another DEST\n")
     try:
         count = make_500hz(args.src, args.dest, max(1, args.workers))
     except (OSError, ValueError) as exc:
-        p.exit(1, f"error: {exc}\n")
+        p.exit(2, f"error: {exc}\n")
     print(f"wrote {args.dest}: {count} records at {TARGET_FS} Hz in records500/, records100/ linked")
     return 0
 
