@@ -28,5 +28,8 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
+# raw_data/ goes only when it holds the generated demo set: the seed README puts a real PTB-XL there.
 clean:
-	rm -rf raw_data results baseline_ckpt pdd_ckpt
+	@if [ -f raw_data/demo_dataset.json ]; then rm -rf raw_data; \
+	elif [ -e raw_data ]; then echo "raw_data/ kept: it is not the generated demo data"; fi
+	rm -rf results baseline_ckpt pdd_ckpt
