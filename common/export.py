@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import logging
 import warnings
 from pathlib import Path
@@ -17,6 +18,7 @@ from common.checkpoint import load_model
 from common.datadir import atomic_file, write_json_atomic
 from common.evaluate import default_stride
 from common.inference import Member, checkpoint_signal, decision_thresholds
+from common.outputs import check_writable, new_folders, refuse_collisions, refuse_foreign
 
 log = logging.getLogger("predict")
 
@@ -59,9 +61,10 @@ def onnx_bytes(scorer: WindowScorer, leads: int, window: int) -> bytes:
     return buffer.getvalue()
 
 
-def check_with_onnxruntime(path: Path, scorer: WindowScorer, leads: int, window: int) -> dict:
-    """Largest difference between onnxruntime's and PyTorch's logits and probabilities on random windows (3 mV scale);
-    RuntimeError above TOLERANCE. Skipped, and said so, when onnxruntime is not installed."""
+def check_with_onnxruntime(model: bytes, path: Path, scorer: WindowScorer, leads: int, window: int) -> dict:
+    """Largest difference between onnxruntime's and PyTorch's logits and probabilities on random windows (3 mV scale),
+    for the ONNX `model` before it is written to `path`; RuntimeError above TOLERANCE. Skipped, and said so, when
+    onnxruntime is not installed."""
     try:
         import onnxruntime
     except ImportError:
@@ -69,7 +72,7 @@ def check_with_onnxruntime(path: Path, scorer: WindowScorer, leads: int, window:
                     "(pip install -r requirements-export.txt)", path)
         return {"checked": False, "why": "onnxruntime not installed"}
     windows = np.random.default_rng(0).normal(scale=3.0, size=(CHECK_WINDOWS, leads, window)).astype(np.float32)
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
     ours = session.run(list(OUTPUTS), {"windows": windows})
     with torch.inference_mode():
         theirs = scorer(torch.from_numpy(windows))
@@ -80,8 +83,34 @@ def check_with_onnxruntime(path: Path, scorer: WindowScorer, leads: int, window:
             "max_abs_difference": difference}
 
 
+def sidecar_names(sidecar_path: Path, onnx_path: Path) -> bool:
+    """True when sidecar_path is the sidecar of an earlier export to onnx_path: the files --export may replace."""
+    try:
+        sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(sidecar, dict) and sidecar.get("model") == onnx_path.name and "onnx" in sidecar
+
+
+def check_export_paths(ckpt_path: Path, onnx_path: Path, sidecar_path: Path) -> None:
+    """ValueError, before any work, when the model or its sidecar cannot be written, would replace the checkpoint,
+    its thresholds or each other, or would replace a file that is not an earlier export of the same name."""
+    check_writable(onnx_path, "--export")
+    check_writable(sidecar_path, "--export", "sidecar")
+    refuse_collisions([("--export", "", onnx_path), ("--export", "sidecar", sidecar_path)],
+                      [("--ckpt", ckpt_path), ("the thresholds file", ckpt_path.parent / "metrics.json")])
+    earlier = sidecar_names(sidecar_path, onnx_path)
+    refuse_foreign(onnx_path, "--export", "", lambda _: earlier, f"a model exported before (no sidecar {sidecar_path} "
+                   "names it)")
+    refuse_foreign(sidecar_path, "--export", "sidecar", lambda _: earlier, f"the sidecar of a model exported to "
+                   f"{onnx_path}")
+
+
 def export_onnx(ckpt_path: Path, onnx_path: Path) -> Path:
-    """Write `onnx_path` and its sidecar (same name, .json), both atomically; return the sidecar's path."""
+    """Write `onnx_path` and its sidecar (same name, .json), both atomically, the model renamed in only once it passed
+    the onnxruntime check and its sidecar is written; return the sidecar's path."""
+    sidecar_path = onnx_path.with_suffix(".json")
+    check_export_paths(ckpt_path, onnx_path, sidecar_path)
     if importlib.util.find_spec("onnx") is None:
         raise ValueError("--export needs the onnx package: pip install -r requirements-export.txt")
     model, ckpt = load_model(ckpt_path)
@@ -89,10 +118,8 @@ def export_onnx(ckpt_path: Path, onnx_path: Path) -> Path:
     shape, multilabel, classes = ckpt["input_shape"], bool(ckpt["multilabel"]), list(ckpt["classes"])
     leads, window, fs = int(shape["leads"]), int(shape["window"]), float(shape["fs"])
     scorer = WindowScorer(model, ckpt["normalisation"], multilabel).eval()
-    onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(onnx_path, "wb") as f:
-        f.write(onnx_bytes(scorer, leads, window))
-    check = check_with_onnxruntime(onnx_path, scorer, leads, window)
+    onnx_model = onnx_bytes(scorer, leads, window)
+    check = check_with_onnxruntime(onnx_model, onnx_path, scorer, leads, window)
     thresholds, source = decision_thresholds([Member(ckpt_path, model, ckpt, signal)])
     stride = default_stride(window)
     sidecar = {
@@ -131,7 +158,8 @@ def export_onnx(ckpt_path: Path, onnx_path: Path) -> Path:
                      else "the class of highest aggregated probability"),
         "onnx": {"opset": OPSET, "torch": str(torch.__version__), "check": check},
     }
-    sidecar_path = onnx_path.with_suffix(".json")
-    write_json_atomic(sidecar_path, sidecar)
+    with new_folders(onnx_path.parent), atomic_file(onnx_path, "wb") as f:
+        f.write(onnx_model)
+        write_json_atomic(sidecar_path, sidecar)
     log.info("wrote %s (windows -> logits, probabilities) and %s; thresholds: %s", onnx_path, sidecar_path, source)
     return sidecar_path

@@ -13,6 +13,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -24,12 +25,14 @@ from common.checkpoint import CheckpointError, CheckpointMismatchError, load_mod
 from common.datadir import META_NAME, atomic_file, load_meta
 from common.device import resolve_device
 from common.evaluate import predict_as_trained
-from common.records import Record, find_records
+from common.outputs import check_writable, new_folders, refuse_collisions, refuse_foreign
+from common.records import Record, WfdbRecord, find_records
 
 log = logging.getLogger("predict")
 
 CHUNK_RECORDS = 256    # records read, then scored, at a time: bounds memory on folders of any size
 DEFAULT_THRESHOLD = 0.5
+SKIPPED_HEADER = ["record", "reason"]
 
 
 @dataclass
@@ -212,13 +215,11 @@ def decide(probs: np.ndarray, classes: list[str], thresholds: list[float] | None
     return [";".join(c for c, p, t in zip(classes, row, thresholds) if p >= t) for row in probs]
 
 
-def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
-    """A CSV written atomically, so a reader never sees half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path, "w") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
+def write_rows(f: IO[str], header: list[str], rows: list[list[object]]) -> None:
+    """A header and rows as CSV."""
+    writer = csv.writer(f, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
 
 
 def skipped_path(out: Path) -> Path:
@@ -226,10 +227,54 @@ def skipped_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.skipped.csv")
 
 
+def is_skipped_list(path: Path) -> bool:
+    """True when path starts like the skipped list predict.py writes, the one file it replaces without being named."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.readline().rstrip("\n") == ",".join(SKIPPED_HEADER)
+    except OSError:
+        return False
+
+
+def check_out(out: Path) -> None:
+    """ValueError, before any work, when `out` or its skipped list cannot be written, or the skipped list's name is
+    taken by a file predict.py did not write."""
+    check_writable(out, "--out")
+    check_writable(skipped_path(out), "--out", "skipped list")
+    refuse_foreign(skipped_path(out), "--out", "skipped list", is_skipped_list,
+                   f"an earlier skipped list (a CSV starting {','.join(SKIPPED_HEADER)})")
+
+
+def files_read(paths: list[Path], ensemble_metrics: Path | None, input_path: Path,
+               records: list[Record]) -> list[tuple[str, Path]]:
+    """What a prediction reads, named for messages: the checkpoints, the metrics.json files that may hold their
+    thresholds, the --input file or PTB-XL table, and every WFDB record's header and signal file."""
+    metrics = [ensemble_metrics] if ensemble_metrics else []
+    files = [("--ckpt", path) for path in paths]
+    files += [("the thresholds file", path) for path in metrics + [path.parent / "metrics.json" for path in paths]]
+    if input_path.is_file():
+        files.append(("--input", input_path))
+    elif input_path.is_dir():
+        files.append(("--input file", input_path / "ptbxl_database.csv"))
+    return files + [("--input record file", r.path.with_name(r.path.name + ext))
+                    for r in records if isinstance(r, WfdbRecord) for ext in (".hea", ".dat")]
+
+
+def write_predictions(out: Path, header: list[str], rows: list[list[object]], skipped: list[list[str]]) -> None:
+    """`out` and its skipped list, each atomically; `out` is renamed in only once its skipped list is written, so a
+    failure leaves the previous pair (or no file, and no folder made for them)."""
+    with new_folders(out.parent), atomic_file(out, "w") as f:
+        write_rows(f, header, rows)
+        with atomic_file(skipped_path(out), "w") as g:
+            write_rows(g, SKIPPED_HEADER, skipped)
+
+
 def run_predict(ckpts: list[Path], input_path: Path, out: Path, fs: float | None = None,
                 leads: list[str] | None = None, device: str = "auto", batch_size: int = 512) -> int:
     """Predict every record at `input_path`, write `out` and its skipped list; exit code 0 when none was skipped,
-    1 when some were, 2 when none could be predicted. Bad usage raises ValueError or CheckpointError."""
+    1 when some were, 2 when none could be predicted. Bad usage raises ValueError or CheckpointError; an output that
+    would replace an input is refused before any record is read."""
+    check_out(out)
     if batch_size < 1:
         raise ValueError(f"--batch_size must be at least 1 window, got {batch_size}")
     where = resolve_device(device)
@@ -239,6 +284,8 @@ def run_predict(ckpts: list[Path], input_path: Path, out: Path, fs: float | None
     members = load_members(paths, where)
     proc = processing(members)
     records = find_records(input_path, proc.fs, fs, leads)
+    refuse_collisions([("--out", "", out), ("--out", "skipped list", skipped_path(out))],
+                      files_read(paths, ensemble_metrics, input_path, records))
     thresholds, source = decision_thresholds(members, ensemble_metrics)
     classes = list(members[0].ckpt["classes"])
     log.info("%d records; %s of %d checkpoint(s), %g Hz, leads %s, band-pass %s; labels: %s",
@@ -246,9 +293,9 @@ def run_predict(ckpts: list[Path], input_path: Path, out: Path, fs: float | None
              proc.bandpass or "none", source)
     names, probs, skipped = predict_records(members, records, batch_size, where)
     labels = decide(probs, classes, thresholds)
-    write_csv(out, ["record", *classes, "labels"],
-              [[name, *(f"{p:.8g}" for p in row), label] for name, row, label in zip(names, probs, labels)])
-    write_csv(skipped_path(out), ["record", "reason"], [list(item) for item in skipped])
+    write_predictions(out, ["record", *classes, "labels"],
+                      [[name, *(f"{p:.8g}" for p in row), label] for name, row, label in zip(names, probs, labels)],
+                      [list(item) for item in skipped])
     log.info("wrote %s: %d records predicted; %d skipped (%s)", out, len(names), len(skipped), skipped_path(out))
     if skipped:
         log.warning("warning: %d of %d records skipped, e.g. %s: %s", len(skipped), len(records), *skipped[0])

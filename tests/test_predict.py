@@ -2,10 +2,13 @@
 while the others are predicted, exit codes, ensembles, thresholds, old checkpoints, and the ONNX export."""
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -254,3 +257,175 @@ def test_onnx_export_matches_pytorch_and_its_sidecar_scores_whole_records(runs, 
 
     ensemble = run_repo_script("predict.py", "--ckpt", runs["a"], "--ckpt", runs["b"], "--export", tmp_path / "e.onnx")
     assert ensemble.returncode == 2 and "--export takes one checkpoint file" in ensemble.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny multi-label run dir (best.pt, metrics.json with tuned thresholds), trained for one epoch."""
+    root = tmp_path_factory.mktemp("tiny_run")
+    train(tiny_train_config(tiny_write_data_dir(root / "data", sizes=(32, 16, 16)), root / "run", epochs=1))
+    return root / "run"
+
+
+@pytest.fixture
+def inputs(tiny_run: Path, sample_dir: Path, tmp_path: Path) -> dict[str, Path]:
+    """Everything predict.py reads, under tmp_path: a run dir, an .npy array, a folder of WFDB records and a
+    two-record PTB-XL folder."""
+    (tmp_path / "run").mkdir()
+    for name in ("best.pt", "metrics.json"):
+        shutil.copy(tiny_run / name, tmp_path / "run" / name)
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(3, 12, 200)).astype(np.float32))
+    write_wfdb(tmp_path / "recs" / "r1", np.random.default_rng(1).normal(size=(300, 12)), 50)
+    ptbxl = tmp_path / "ptbxl"
+    ptbxl.mkdir()
+    table = pd.read_csv(sample_dir / "ptbxl_database.csv").head(2)
+    table.to_csv(ptbxl / "ptbxl_database.csv", index=False)
+    for name in table["filename_lr"]:
+        (ptbxl / name).parent.mkdir(parents=True, exist_ok=True)
+        for ext in (".hea", ".dat"):
+            shutil.copy(sample_dir / f"{name}{ext}", ptbxl / f"{name}{ext}")
+    return {"root": tmp_path, "ckpt": tmp_path / "run" / "best.pt", "metrics": tmp_path / "run" / "metrics.json",
+            "npy": tmp_path / "x.npy", "recs": tmp_path / "recs", "ptbxl": ptbxl}
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every file (its bytes) and folder (None) under root, hidden ones included: what a refused command must
+    leave exactly as it was."""
+    return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes() for p in sorted(root.rglob("*"))}
+
+
+def predict_main(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, *args: object) -> tuple[int, str]:
+    """predict.py's main() run in this process with `args`: its exit code and what it logged at ERROR."""
+    import predict as script
+
+    monkeypatch.setattr(sys, "argv", ["predict.py", *map(str, args)])
+    caplog.clear()
+    code = script.main()
+    return code, "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+
+
+def refused(monkeypatch, caplog, root: Path, *args: object) -> str:
+    """The one error line of a predict.py call that must exit 2 and leave everything under root as it was."""
+    before = tree(root)
+    code, error = predict_main(monkeypatch, caplog, *args)
+    assert code == 2 and error.count("\n") == 0, error
+    assert tree(root) == before
+    return error
+
+
+@pytest.mark.parametrize("target, collides_with", [
+    ("{ckpt}", "--ckpt {ckpt}"),
+    ("{npy}", "--input {npy}"),
+    ("{recs}/r1.hea", "--input record file {recs}/r1.hea"),
+    ("{recs}/r1.dat", "--input record file {recs}/r1.dat"),
+])
+def test_out_that_is_an_input_is_refused(inputs, monkeypatch, caplog, target, collides_with):
+    source = inputs["npy"] if target == "{npy}" else inputs["recs"]
+    leads = ["--fs", 50, "--leads", ",".join(TINY_LEADS)] if source == inputs["npy"] else []
+    out = target.format(**inputs)
+    error = refused(monkeypatch, caplog, inputs["root"], "--ckpt", inputs["ckpt"], "--input", source, *leads,
+                    "--out", out)
+    assert f"--out {out} is {collides_with.format(**inputs)}" in error
+
+
+def test_out_that_is_the_ptbxl_database_is_refused(inputs, monkeypatch, caplog):
+    database = inputs["ptbxl"] / "ptbxl_database.csv"
+    error = refused(monkeypatch, caplog, inputs["root"], "--ckpt", inputs["ckpt"], "--input", inputs["ptbxl"],
+                    "--out", database)
+    assert f"--out {database} is --input file {database}" in error
+
+
+def test_export_names_that_collide_are_refused(inputs, monkeypatch, caplog):
+    root, ckpt, metrics = inputs["root"], inputs["ckpt"], inputs["metrics"]
+    error = refused(monkeypatch, caplog, root, "--ckpt", ckpt, "--export", root / "model.json")
+    assert f"--export sidecar {root / 'model.json'} is --export {root / 'model.json'}" in error
+    error = refused(monkeypatch, caplog, root, "--ckpt", ckpt, "--export", ckpt)
+    assert f"--export {ckpt} is --ckpt {ckpt}" in error
+    error = refused(monkeypatch, caplog, root, "--ckpt", ckpt, "--export", metrics.with_suffix(".onnx"))
+    assert f"--export sidecar {metrics} is the thresholds file {metrics}" in error
+
+
+def test_export_never_replaces_a_file_it_did_not_write(inputs, monkeypatch, caplog):
+    pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install -r requirements-export.txt)")
+    root, ckpt = inputs["root"], inputs["ckpt"]
+    (root / "data").mkdir()
+    (root / "data" / "meta.json").write_text('{"classes": []}\n')
+    error = refused(monkeypatch, caplog, root, "--ckpt", ckpt, "--export", root / "data" / "meta.onnx")
+    assert f"--export sidecar {root / 'data' / 'meta.json'} exists and is not" in error
+    np.save(root / "data" / "X.npy", np.zeros(3))
+    error = refused(monkeypatch, caplog, root, "--ckpt", ckpt, "--export", root / "data" / "X.npy")
+    assert f"--export {root / 'data' / 'X.npy'} exists and is not" in error
+    assert predict_main(monkeypatch, caplog, "--ckpt", ckpt, "--export", root / "m.onnx") == (0, "")
+    first = tree(root)
+    assert predict_main(monkeypatch, caplog, "--ckpt", ckpt, "--export", root / "m.onnx") == (0, "")  # its own: again
+    assert tree(root).keys() == first.keys()
+
+
+def test_failed_export_check_leaves_no_file(inputs, monkeypatch, caplog):
+    pytest.importorskip("onnxruntime", reason="checking the export needs onnxruntime (requirements-export.txt)")
+    import common.export
+
+    monkeypatch.setattr(common.export, "TOLERANCE", -1.0)
+    root = inputs["root"]
+    error = refused(monkeypatch, caplog, root, "--ckpt", inputs["ckpt"], "--export", root / "new" / "m.onnx")
+    assert "onnxruntime differs from PyTorch" in error
+
+
+@pytest.mark.parametrize("flag", ["--out", "--export"])
+def test_unusable_output_paths_are_refused_up_front_with_flag_path_and_reason(inputs, monkeypatch, caplog, flag):
+    root = inputs["root"]
+    task = ["--input", inputs["recs"]] if flag == "--out" else []
+    args = ["--ckpt", inputs["ckpt"], *task]
+    (root / "folder.csv").mkdir()
+    error = refused(monkeypatch, caplog, root, *args, flag, root / "folder.csv")
+    assert f"{flag} {root / 'folder.csv'} is a folder, not a file" in error
+    (root / "afile").write_text("not a folder\n")
+    error = refused(monkeypatch, caplog, root, *args, flag, root / "afile" / "sub" / "p.csv")
+    assert f"{flag} {root / 'afile' / 'sub' / 'p.csv'} runs through {root / 'afile'}, which is not a folder" in error
+
+    real_open = os.open
+
+    def read_only(path, flags, *rest, **kwargs):
+        if Path(path).parent == root / "ro" or Path(path) == root / "ro":
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *rest, **kwargs)
+
+    (root / "ro").mkdir()
+    monkeypatch.setattr(os, "open", read_only)
+    error = refused(monkeypatch, caplog, root, *args, flag, root / "ro" / "p.csv")
+    assert f"{flag} {root / 'ro' / 'p.csv'} cannot be written: Read-only file system ({root / 'ro'})" in error
+    assert ".tmp" not in error
+
+
+def test_skipped_list_is_checked_before_anything_is_written(inputs, monkeypatch, caplog):
+    root, out = inputs["root"], inputs["root"] / "p.csv"
+    args = ["--ckpt", inputs["ckpt"], "--input", inputs["recs"], "--out", out]
+    (root / "p.skipped.csv").mkdir()
+    error = refused(monkeypatch, caplog, root, *args)
+    assert f"--out skipped list {root / 'p.skipped.csv'} is a folder, not a file" in error
+    (root / "p.skipped.csv").rmdir()
+    (root / "p.skipped.csv").write_text("my notes\n")
+    error = refused(monkeypatch, caplog, root, *args)
+    assert f"--out skipped list {root / 'p.skipped.csv'} exists and is not" in error
+
+
+def test_a_failed_write_leaves_the_previous_predictions_and_no_temp_file(inputs, monkeypatch, caplog):
+    root, out = inputs["root"], inputs["root"] / "p.csv"
+    args = ["--ckpt", inputs["ckpt"], "--input", inputs["recs"], "--out", out]
+    assert predict_main(monkeypatch, caplog, *args) == (0, "")
+    before = tree(root)
+    real_replace = os.replace
+
+    def full_disk(src, dst):
+        if Path(dst).name == "p.skipped.csv":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    code, error = predict_main(monkeypatch, caplog, "--ckpt", inputs["ckpt"], "--input", inputs["npy"], "--fs", 50,
+                               "--leads", ",".join(TINY_LEADS), "--out", out)
+    assert code == 2 and "No space left on device" in error
+    assert tree(root) == before
+    code, error = predict_main(monkeypatch, caplog, *args[:-1], root / "new" / "sub" / "p.csv")
+    assert code == 2 and "No space left on device" in error
+    assert tree(root) == before  # and no folder made for them
