@@ -26,6 +26,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from common.datadir import atomic_file, file_sha256
 from common.locks import try_lock
+from common.outputs import check_writable, new_folders
 
 log = logging.getLogger("download")
 
@@ -239,18 +240,21 @@ def lock_dir(out_dir: Path) -> int:
 
 
 def download(cfg: DownloadConfig, command: str = "download_ptbxl.py") -> list[Outcome]:
-    """Fetch and verify the selected PTB-XL files into cfg.out_dir; returns the failed ones (empty: all verified)."""
+    """Fetch and verify the selected PTB-XL files into cfg.out_dir; returns the failed ones (empty: all verified).
+    A run that fails or is interrupted before it wrote anything leaves no folder it made."""
     url = urllib.parse.urlsplit(cfg.base_url)
     if url.scheme not in ("http", "https") or not url.netloc:
         raise ValueError(f"--base_url must be an http(s) URL such as {DEFAULT_BASE_URL}, got {cfg.base_url!r}")
     if cfg.workers < 1 or cfg.retries < 0:
         raise ValueError(f"--workers must be at least 1 and --retries at least 0, got {cfg.workers} and {cfg.retries}")
     cfg.out_dir = Path(cfg.out_dir)
-    fd = lock_dir(cfg.out_dir)
-    try:
-        return _download_locked(cfg, command)
-    finally:
-        os.close(fd)
+    check_writable(cfg.out_dir, "--out_dir", folder=True)
+    with new_folders(cfg.out_dir):
+        fd = lock_dir(cfg.out_dir)
+        try:
+            return _download_locked(cfg, command)
+        finally:
+            os.close(fd)
 
 
 def _download_locked(cfg: DownloadConfig, command: str) -> list[Outcome]:

@@ -3,6 +3,7 @@ a server ignoring Range, corrupt and missing files, Ctrl-C. Entirely offline."""
 from __future__ import annotations
 
 import collections
+import errno
 import hashlib
 import os
 import re
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_repo_script
 
-from common.download import SUMS_NAME, DownloadConfig, Outcome, download, lock_dir, parse_sums
+from common.download import SUMS_NAME, DownloadConfig, FetchError, Outcome, download, lock_dir, parse_sums
 
 RECORD_IDS = ("00001", "00002", "00003")
 BIG = "records500/00000/00002_hr.dat"  # 120,000 bytes: the file the interruption tests cut
@@ -282,3 +283,46 @@ def test_refusals(tmp_path):
             download(DownloadConfig(out_dir=tmp_path / "busy", base_url="http://127.0.0.1:9/"))
     finally:
         os.close(fd)
+
+
+def tree(root: Path) -> list[str]:
+    """Every file and folder under root, hidden ones included."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_cli_out_dir_that_is_or_runs_through_a_file_exits_2_naming_flag_path_and_file(tmp_path):
+    (tmp_path / "afile").write_text("not a folder\n")
+    through = f"runs through {tmp_path / 'afile'}, which is not a folder"
+    for out_dir, reason in ((tmp_path / "afile", "is a file, not a folder"), (tmp_path / "afile" / "ptb-xl", through)):
+        result = run_repo_script("download_ptbxl.py", "--out_dir", out_dir, "--base_url", "http://127.0.0.1:9/",
+                                 timeout=60)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(f"error: --out_dir {out_dir} {reason}; choose another --out_dir")
+        assert tree(tmp_path) == ["afile"] and (tmp_path / "afile").read_text() == "not a folder\n"
+
+
+def test_read_only_out_dir_is_refused_before_any_request_naming_it(server, tmp_path, monkeypatch):
+    real_open = os.open
+
+    def read_only(path, flags, *rest, **kwargs):
+        if Path(path) == tmp_path or Path(path).parent in (tmp_path, tmp_path / "ptb-xl"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *rest, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(ValueError) as refusal:
+        fetch(server, tmp_path / "ptb-xl")
+    assert str(refusal.value) == (f"--out_dir {tmp_path / 'ptb-xl'} cannot be written: Read-only file system "
+                                  f"({tmp_path}); choose another --out_dir")
+    assert server.requests == [] and tree(tmp_path) == []
+
+
+def test_failed_first_request_leaves_no_empty_out_dir(server, tmp_path):
+    server.missing.add(SUMS_NAME)
+    with pytest.raises(FetchError, match="cannot fetch"):
+        fetch(server, tmp_path / "new" / "ptb-xl")
+    assert tree(tmp_path) == []
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(FetchError, match="cannot fetch"):
+        fetch(server, tmp_path / "kept")
+    assert tree(tmp_path) == ["kept"]
