@@ -44,7 +44,13 @@ def parse_args(argv: list[str] | None = None) -> PreprocessConfig:
     p.add_argument("--max_skip_frac", type=float, default=defaults.max_skip_frac,
                    help="fail when more than this fraction of records is unreadable")
     p.add_argument("--workers", type=int, default=defaults.workers, help="reader processes")
-    p.add_argument("--overwrite", action="store_true", help="replace an --out_dir holding another dataset")
+    p.add_argument("--dedupe", action="store_true",
+                   help="keep the first of CSV rows that list one record (same id or file) instead of refusing them")
+    p.add_argument("--allow_patient_across_folds", action="store_true",
+                   help="split by fold even when a patient's records carry folds of different splits")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the X_/y_ arrays and meta.json of an --out_dir holding another dataset or other "
+                        "files (its other files are kept)")
     args = p.parse_args(argv)
     return PreprocessConfig(**{k: (tuple(v) if k == "bandpass" and v else v) for k, v in vars(args).items()})
 

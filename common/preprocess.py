@@ -1,7 +1,8 @@
 """Build a data dir from WFDB records and a labels CSV: the whole of preprocess.py.
 
 Records are read by parallel worker processes, in blocks of at most CHUNK_BYTES, straight into the
-.npy files inside a temporary folder, which replaces --out_dir only when everything succeeded. The
+.npy files inside a temporary folder beside --out_dir; only when everything succeeded do they replace
+the files of those names in --out_dir (meta.json last), and every other file there is left alone. The
 workers also sum each block for the normalisation statistics, so no array is ever held whole in
 memory: the peak does not grow with the number of records.
 """
@@ -15,9 +16,12 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -27,7 +31,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from common import ptbxl, signals, splits
-from common.datadir import DEFAULT_DATA_DIR, SPLITS, fingerprint_arrays, load_meta, staged_output_dir, write_json_atomic
+from common.datadir import (ARRAY_NAMES, DEFAULT_DATA_DIR, META_NAME, SPLITS, _remove_stale_staging,
+                            fingerprint_arrays, load_meta, write_json_atomic)
+from common.locks import try_lock
+from common.pdd import DIFFICULTY_JSON, DIFFICULTY_NPY
 
 log = logging.getLogger("preprocess")
 
@@ -36,6 +43,7 @@ CHUNK_BYTES = 16 << 20  # a worker's block of rows; drop_rows moves rows this ma
 LENGTH_SLACK = 1.5
 DEFAULT_FRAC = 0.1
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+DERIVED_FILES = ("difficulty.csv", DIFFICULTY_JSON, DIFFICULTY_NPY)  # later stages write them into the data dir
 
 
 @dataclass
@@ -64,10 +72,14 @@ class PreprocessConfig:
     max_skip_frac: float = 0.01
     workers: int = max(1, os.cpu_count() or 1)
     overwrite: bool = False
+    dedupe: bool = False                      # keep the first of rows listing one record, instead of refusing
+    allow_patient_across_folds: bool = False  # split by fold even when a patient's records span splits
 
     def identity(self) -> str:
-        """Digest of the settings that shape the data (not of workers or overwrite)."""
-        settings = {k: str(v) for k, v in asdict(self).items() if k not in ("workers", "overwrite", "out_dir")}
+        """Digest of the settings that shape the data (not of workers, overwrite or the two permissions, which
+        only let a run through that would otherwise stop, so they never tell two finished datasets apart)."""
+        settings = {k: str(v) for k, v in asdict(self).items()
+                    if k not in ("workers", "overwrite", "out_dir", "dedupe", "allow_patient_across_folds")}
         settings["input_dir"] = str(Path(self.input_dir).resolve())
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -104,22 +116,137 @@ def check_settings(cfg: PreprocessConfig) -> None:
         raise ValueError("; ".join(problems))
 
 
-def check_out_dir(cfg: PreprocessConfig) -> None:
-    """Refuse to replace an --out_dir that holds anything but this same dataset, unless --overwrite."""
+def check_out_path(cfg: PreprocessConfig) -> None:
+    """Refuse an --out_dir that cannot be a folder (a file on its path) or that is, contains or lies inside
+    --input_dir (links followed), before any work: writing there would replace or bury the raw data."""
     out = cfg.out_dir
-    if cfg.overwrite or not (out.exists() or out.is_symlink()):
-        return
+    for folder in reversed(out.parents):
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(
+                f"--out_dir {out} cannot be created: {folder} is a file, not a folder; choose another --out_dir")
+    out_real, input_real = out.resolve(), cfg.input_dir.resolve()
+    relation = ("is" if out_real == input_real else "contains" if out_real in input_real.parents
+                else "lies inside" if input_real in out_real.parents else None)
+    if relation:
+        raise ValueError(f"--out_dir {out} {relation} --input_dir {cfg.input_dir}; choose an --out_dir outside the "
+                         "raw data")
+
+
+def check_out_dir(cfg: PreprocessConfig) -> dict | None:
+    """The meta.json of the dataset an earlier run wrote into --out_dir (None when it holds none); refuse another
+    dataset, other files or a file in its place unless --overwrite, which replaces only preprocess.py's own files."""
+    out = cfg.out_dir
+    if not (out.exists() or out.is_symlink()):
+        return None
     if not out.is_dir():
-        raise FileExistsError(f"--out_dir {out} is a file; pass --overwrite to replace it, or choose another --out_dir")
+        raise FileExistsError(f"--out_dir {out} is a file, which preprocess.py did not write and does not replace, "
+                              "even with --overwrite; choose another --out_dir")
+    previous = None
+    with contextlib.suppress(ValueError):  # meta.json that is not JSON: not ours to read
+        previous = load_meta(out) if (out / META_NAME).is_file() else None
+    if previous is not None and "config_id" in previous:
+        if previous["config_id"] == cfg.identity():
+            log.info("%s holds this same dataset; rebuilding its arrays and meta.json (its other files are kept)", out)
+        elif not cfg.overwrite:
+            raise FileExistsError(
+                f"--out_dir {out} already holds a different dataset (made by: {previous.get('command')}); pass "
+                "--overwrite to replace its arrays and meta.json (other files in it are kept), or choose another "
+                "--out_dir")
+        else:
+            log.info("%s holds another dataset: replacing its arrays and meta.json, keeping its other files", out)
+        return previous
     if not any(out.iterdir()):
+        return None
+    if not cfg.overwrite:
+        raise FileExistsError(
+            f"--out_dir {out} holds other files and no meta.json of preprocess.py; pass --overwrite to write the "
+            "dataset beside them (they are kept), or choose another --out_dir")
+    log.warning("%s holds other files and no meta.json of preprocess.py: writing the X_/y_ arrays and meta.json "
+                "beside them, leaving the rest alone", out)
+    return None
+
+
+def take_lock(lock: Path, out_dir: Path) -> int:
+    """Create and lock the file lock, and return its descriptor; refuse when another run holds it. A lock file its
+    holder removed after we opened it is not the one the next run opens, so then we try again."""
+    while True:
+        lock.touch()
+        try:
+            fd = try_lock(lock)
+        except FileNotFoundError:
+            continue
+        if fd is None:
+            raise BlockingIOError(f"another preprocess.py is writing {out_dir}; wait for it to end")
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                return fd
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def out_dir_locked(out_dir: Path) -> Iterator[None]:
+    """Hold .NAME.lock beside out_dir while the run lives (flock: released even on kill -9), so two runs never
+    write one out dir at once. The lock file is removed at the end, and so are the parent folders created for it
+    when the run made nothing in them."""
+    created = [folder for folder in (out_dir.parent, *out_dir.parent.parents) if not folder.exists()]
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = out_dir.parent / f".{out_dir.name}.lock"
+    fd = None
+    try:
+        fd = take_lock(lock, out_dir)
+        yield
+    finally:
+        if fd is not None:
+            lock.unlink(missing_ok=True)
+            os.close(fd)
+        for folder in created:  # deepest first; one holding anything stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+@contextlib.contextmanager
+def staging_folder(out_dir: Path) -> Iterator[Path]:
+    """A new temporary folder beside out_dir, removed when the block fails; what killed runs left is cleared first
+    (the names of datadir.staged_output_dir, so its clean-up applies)."""
+    _remove_stale_staging(out_dir)
+    stage = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-{os.getpid()}-"))
+    os.chmod(stage, 0o755)
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def move_aside_stale(out_dir: Path, old_fingerprint: str) -> None:
+    """Move the files later stages made from the dataset out_dir held before into out_dir/stale-<its fingerprint>/."""
+    found = [name for name in DERIVED_FILES if (out_dir / name).exists()]
+    if not found:
         return
-    if (out / "meta.json").is_file() and load_meta(out).get("config_id") == cfg.identity():
-        log.info("%s holds this same dataset; rebuilding it", out)
+    aside, n = out_dir / f"stale-{old_fingerprint[:12]}", 1
+    while aside.exists():
+        n += 1
+        aside = out_dir / f"stale-{old_fingerprint[:12]}-{n}"
+    aside.mkdir()
+    for name in found:
+        os.replace(out_dir / name, aside / name)
+    log.warning("%s now holds another dataset: moved %s into %s (they were made from the data it held before)",
+                out_dir, ", ".join(found), aside)
+
+
+def commit(stage: Path, out_dir: Path, previous: dict | None, fingerprint: str) -> None:
+    """Put the finished arrays and meta.json of stage in out_dir, replacing only the files of those names; meta.json
+    goes out first and comes in last, so a run killed in between leaves no folder that loads as a data dir."""
+    if not out_dir.is_dir():
+        os.replace(stage, out_dir)
         return
-    raise FileExistsError(
-        f"--out_dir {out} already holds a different dataset or other files; "
-        "pass --overwrite to replace it, or choose another --out_dir"
-    )
+    (out_dir / META_NAME).unlink(missing_ok=True)
+    old_fingerprint = ((previous or {}).get("fingerprint") or {}).get("dataset")
+    if old_fingerprint and old_fingerprint != fingerprint:
+        move_aside_stale(out_dir, old_fingerprint)
+    for name in (*ARRAY_NAMES, META_NAME):
+        os.replace(stage / name, out_dir / name)
+    stage.rmdir()
 
 
 def missing_500hz(input_dir: Path, hr_names: pd.Series) -> list[str]:
@@ -196,20 +323,60 @@ def label_arrays(labels: pd.Series, multilabel: bool) -> tuple[np.ndarray, np.nd
     return y, matrix, classes
 
 
-def assign_splits(cfg: PreprocessConfig, table: pd.DataFrame, y_matrix: np.ndarray) -> tuple[np.ndarray, dict]:
-    """Split per record and a description of how and why that split was chosen."""
-    has_folds = table["fold"].notna().all()
+def drop_repeated_records(cfg: PreprocessConfig, table: pd.DataFrame, meta_csv: Path,
+                          id_name: str) -> tuple[pd.DataFrame, list[dict]]:
+    """The table without rows that list a record again (by id or by file); refused unless --dedupe, which keeps
+    the first. Returns the repeated rows too."""
+    repeats = ptbxl.duplicate_records(table, cfg.input_dir, id_name)
+    if repeats and not cfg.dedupe:
+        shown = ", ".join(f"row {r['row']} repeats row {r['same_as_row']} ({r['why']})" for r in repeats[:5])
+        raise ValueError(
+            f"{meta_csv} has {len(repeats)} repeated row{'s' if len(repeats) > 1 else ''}: {shown}"
+            f"{', ...' if len(repeats) > 5 else ''}; delete the repeated rows, or pass --dedupe to keep the first row "
+            "of each record")
+    if repeats:
+        first = repeats[0]
+        log.warning("%s: dropped %d repeated rows (--dedupe), e.g. row %d repeats row %d (%s)", meta_csv, len(repeats),
+                    first["row"], first["same_as_row"], first["why"])
+    return table.drop(index=[r["row"] - 1 for r in repeats]), repeats
+
+
+def assign_splits(cfg: PreprocessConfig, table: pd.DataFrame, y_matrix: np.ndarray, meta_csv: Path,
+                  fold_col: str) -> tuple[np.ndarray, dict]:
+    """Split per record and a description of how and why that split was chosen; table's index is the CSV row."""
+    folds = table["fold"]
+    has_folds = bool(folds.notna().any())
     method = cfg.split if cfg.split != "auto" else ("folds" if has_folds else "random")
     if method == "folds":
         if not has_folds:
             raise ValueError("--split folds needs a fold column in the CSV; use --split random")
+        blank = folds.index[folds.isna()] + 1
+        if len(blank):
+            rows = ", ".join(map(str, blank[:5])) + (", ..." if len(blank) > 5 else "")
+            raise ValueError(f"{meta_csv}: {len(blank)} record{'s have' if len(blank) > 1 else ' has'} no {fold_col} "
+                             f"(row{'s' if len(blank) > 1 else ''} {rows}); fill those cells in, or pass --split "
+                             "random to split by patient instead")
         reason = "official strat_fold split" if cfg.split == "auto" else "--split folds"
         log.info("split: folds (%s); val folds %s, test folds %s", reason, cfg.val_folds, cfg.test_folds)
         if cfg.split == "auto" and (cfg.val_frac, cfg.test_frac) != (None, None):
             log.warning("--val_frac/--test_frac are ignored: the CSV has folds, so the official fold split is "
                         "used; pass --split random to split by those fractions instead")
-        assignment = splits.split_by_folds(table["fold"], cfg.val_folds, cfg.test_folds)
-        info = {"method": "folds", "reason": reason, "val_folds": cfg.val_folds, "test_folds": cfg.test_folds}
+        assignment = splits.split_by_folds(folds, cfg.val_folds, cfg.test_folds)
+        across = splits.patients_across_splits(table["patient_id"], folds, assignment)
+        if across:
+            chosen = " ".join(["--val_folds", *map(str, cfg.val_folds), "--test_folds", *map(str, cfg.test_folds)])
+            shown = ", ".join(f"patient {p} (folds {', '.join(map(str, f))})" for p, f in list(across.items())[:5])
+            shown += ", ..." if len(across) > 5 else ""
+            many = len(across) > 1
+            if not cfg.allow_patient_across_folds:
+                raise ValueError(
+                    f"{len(across)} patient{'s have' if many else ' has'} records in more than one split under "
+                    f"{chosen}: {shown}; fix the folds in {meta_csv}, or pass --allow_patient_across_folds to split "
+                    "by fold anyway")
+            log.warning("%d patient%s records in more than one split (--allow_patient_across_folds): %s",
+                        len(across), "s have" if many else " has", shown)
+        info = {"method": "folds", "reason": reason, "val_folds": cfg.val_folds, "test_folds": cfg.test_folds,
+                "patients_across_splits": list(across)}
     else:
         reason = "the CSV has no folds" if cfg.split == "auto" else "--split random"
         val_frac = DEFAULT_FRAC if cfg.val_frac is None else cfg.val_frac
@@ -374,23 +541,35 @@ def preprocess(cfg: PreprocessConfig, command: str) -> dict:
     if not cfg.input_dir.is_dir():
         raise FileNotFoundError(f"--input_dir {cfg.input_dir} is not a folder")
     meta_csv = resolve_meta_csv(cfg)
-    check_out_dir(cfg)
+    check_out_path(cfg)
+    with out_dir_locked(cfg.out_dir.resolve()):
+        meta = _preprocess_locked(cfg, command, meta_csv, start)
+    log.info("wrote %s: %s records in %.1f s", cfg.out_dir, meta["counts"], time.time() - start)
+    return meta
+
+
+def _preprocess_locked(cfg: PreprocessConfig, command: str, meta_csv: Path, start: float) -> dict:
+    """preprocess() once --out_dir is locked."""
+    previous = check_out_dir(cfg)
     table, source_format, rate_info = load_table(cfg, meta_csv)
+    table, repeats = drop_repeated_records(cfg, table, meta_csv, "ecg_id" if source_format == "ptbxl" else "record")
 
     has_label = table["labels"].map(len) > 0
     dropped = table.loc[~has_label, "record_id"].tolist()
     if dropped:
         log.warning("%d records have no label for task %s and are dropped", len(dropped), cfg.task)
-    table = table[has_label].reset_index(drop=True)
+    table = table[has_label]
     if table.empty:
         raise ValueError(f"no record has a label for task {cfg.task!r}")
     multilabel = source_format == "ptbxl" or bool((table["labels"].map(len) > 1).any())
     y_all, y_matrix, classes = label_arrays(table["labels"], multilabel)
-    assignment, split_info = assign_splits(cfg, table, y_matrix)
+    fold_col = "strat_fold" if source_format == "ptbxl" else cfg.fold_col
+    assignment, split_info = assign_splits(cfg, table, y_matrix, meta_csv, fold_col)
     fs, length = choose_fs_and_length(cfg, table)
     log.info("%d records, %d classes, %g Hz, length %d (centre-crop / zero-pad at end)", len(table), len(classes), fs, length)
 
-    with staged_output_dir(cfg.out_dir) as tmp:
+    out_dir = cfg.out_dir.resolve()
+    with staging_folder(out_dir) as tmp:
         members = {name: np.flatnonzero(assignment == name) for name in SPLITS}
         per_task = max(1, CHUNK_BYTES // (12 * length * np.dtype(np.float32).itemsize))
         tasks = []
@@ -448,6 +627,7 @@ def preprocess(cfg: PreprocessConfig, command: str) -> dict:
                               "patient_ids": table["patient_id"].iloc[rows].tolist()}
                        for name, rows in members.items()},
             "skipped": skipped,
+            "deduplicated": repeats,
             "dropped_no_label": {"count": len(dropped), "record_ids": dropped},
             "source": {"input_dir": str(cfg.input_dir.resolve()), "meta_csv": str(meta_csv.resolve())},
             "command": command,
@@ -456,6 +636,6 @@ def preprocess(cfg: PreprocessConfig, command: str) -> dict:
             "fingerprint": fingerprint_arrays(tmp),
             "seconds": round(time.time() - start, 2),
         }
-        write_json_atomic(tmp / "meta.json", meta)
-    log.info("wrote %s: %s records in %.1f s", cfg.out_dir, meta["counts"], time.time() - start)
+        write_json_atomic(tmp / META_NAME, meta)
+        commit(tmp, out_dir, previous, meta["fingerprint"]["dataset"])
     return meta

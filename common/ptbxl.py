@@ -6,10 +6,12 @@ The record table is a DataFrame with one row per record and the columns
   patient_id  patient group (a record's own id when the CSV has none)
   fold        integer fold, or missing when the CSV has no folds
   labels      list of class names of the record
+Its index is the row's position among the CSV's data rows (0-based), so messages can name the CSV row.
 """
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ import pandas as pd
 PTBXL_TASKS = ("superdiagnostic", "subdiagnostic", "diagnostic", "form", "rhythm", "all")
 PTBXL_COLUMNS = ("ecg_id", "patient_id", "scp_codes", "strat_fold", "filename_lr", "filename_hr")
 STATEMENT_COLUMNS = ("diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass")
+WFDB_EXTENSION = r"\.(hea|dat)$"
 
 
 def read_csv(path: Path, what: str, **options: object) -> pd.DataFrame:
@@ -124,7 +127,7 @@ def ptbxl_records(database: pd.DataFrame, database_csv: Path, task: str, samplin
     filename = {100: "filename_lr", 500: "filename_hr"}[sampling_rate]
     return pd.DataFrame(
         {
-            "record": database[filename].astype(str),
+            "record": database[filename].astype(str).str.replace(WFDB_EXTENSION, "", regex=True),
             "record_id": integer_column(database, "ecg_id", database_csv).astype(int),
             "patient_id": database["patient_id"].astype(str),
             "fold": integer_column(database, "strat_fold", database_csv, allow_missing=True),
@@ -145,10 +148,30 @@ def generic_records(
     table = read_csv_checked(labels_csv, (record_col, label_col), "labels CSV", (patient_col, fold_col))
     text = table[label_col].astype("string").fillna("")
     labels = [sorted({part.strip() for part in value.split(separator) if part.strip()}) for value in text]
-    records = table[record_col].astype(str).str.replace(r"\.(hea|dat)$", "", regex=True)
+    records = table[record_col].astype(str).str.replace(WFDB_EXTENSION, "", regex=True)
     patients = table[patient_col].astype(str) if patient_col in table.columns else records
     folds = (integer_column(table, fold_col, labels_csv, allow_missing=True) if fold_col in table.columns
              else pd.array([pd.NA] * len(table), "Int64"))
     return pd.DataFrame(
         {"record": records, "record_id": records, "patient_id": patients, "fold": folds, "labels": labels}
     )
+
+
+def duplicate_records(table: pd.DataFrame, input_dir: Path, id_name: str) -> list[dict]:
+    """The rows of a record table that repeat an earlier row's record, by record_id or by the header file they
+    resolve to (symlinks followed): {"row", "same_as_row", "why"}, CSV rows counted from 1."""
+    first_of_id: dict = {}
+    first_of_file: dict[str, tuple[int, str]] = {}
+    repeats = []
+    for row, record, record_id in zip(table.index, table["record"], table["record_id"]):
+        file = os.path.realpath(input_dir / f"{record}.hea")
+        if record_id in first_of_id:
+            repeats.append({"row": int(row) + 1, "same_as_row": first_of_id[record_id] + 1,
+                            "why": f"{id_name} {record_id}"})
+        elif file in first_of_file:
+            first_row, first_record = first_of_file[file]
+            repeats.append({"row": int(row) + 1, "same_as_row": first_row + 1, "why": f"file {first_record}"})
+        else:
+            first_of_id[record_id] = int(row)
+            first_of_file[file] = (int(row), record)
+    return repeats

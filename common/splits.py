@@ -8,17 +8,24 @@ import pandas as pd
 
 
 def split_by_folds(folds: pd.Series, val_folds: list[int], test_folds: list[int]) -> np.ndarray:
-    """Split names per record from fold numbers: val and test folds as given, every other fold trains."""
+    """Split names per record from fold numbers (none missing): val and test folds as given, every other fold trains."""
     overlap = set(val_folds) & set(test_folds)
     if overlap:
         raise ValueError(f"folds {sorted(overlap)} are in both --val_folds and --test_folds")
-    if folds.isna().any():
-        raise ValueError(f"{int(folds.isna().sum())} records have no fold; use --split random")
     values = folds.to_numpy(dtype=np.int64)
     split = np.full(len(values), "train", dtype=object)
     split[np.isin(values, val_folds)] = "val"
     split[np.isin(values, test_folds)] = "test"
     return split
+
+
+def patients_across_splits(patient_ids: pd.Series, folds: pd.Series, split: np.ndarray) -> dict[str, list[int]]:
+    """The patients whose records land in more than one split, in table order, with the folds they carry."""
+    frame = pd.DataFrame({"patient": patient_ids.to_numpy(), "fold": folds.to_numpy(), "split": split})
+    splits_per_patient = frame.groupby("patient", sort=False)["split"].nunique()
+    spread = frame[frame["patient"].isin(splits_per_patient.index[splits_per_patient > 1])]
+    return {patient: sorted(int(f) for f in group.unique())
+            for patient, group in spread.groupby("patient", sort=False)["fold"]}
 
 
 def split_random(

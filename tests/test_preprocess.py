@@ -273,7 +273,7 @@ def test_foreign_out_dir_refused_unless_overwrite(sample_dir, sample_out, tmp_pa
         preprocess(other, "t")
     cfg.overwrite = True
     preprocess(cfg, "t")
-    assert not (foreign / "notes.txt").exists() and (foreign / "X_train.npy").is_file()
+    assert (foreign / "notes.txt").read_text() == "mine" and (foreign / "X_train.npy").is_file()
 
 
 def test_interrupted_run_leaves_old_output_intact(sample_dir, sample_out, monkeypatch):
@@ -522,14 +522,15 @@ def test_next_run_clears_only_what_killed_runs_left(tmp_path):
     assert sorted(tmp_path.iterdir()) == sorted([out, *kept])
 
 
-def test_overwrite_over_a_regular_file_leaves_nothing_behind(sample_dir, tmp_path):
+def test_a_regular_file_at_out_dir_is_never_replaced(sample_dir, tmp_path):
     (tmp_path / "o").write_text("a file where the data dir goes")
-    result = run_cli("--input_dir", str(sample_dir), "--out_dir", str(tmp_path / "o"), "--val_folds", "8",
-                     "--test_folds", "9", "--workers", "1")
-    assert result.returncode == 2 and f"--out_dir {tmp_path / 'o'} is a file; pass --overwrite" in result.stderr
-    preprocess(PreprocessConfig(input_dir=sample_dir, out_dir=tmp_path / "o", val_folds=[8], test_folds=[9],
-                                workers=1, overwrite=True), "t")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"] and (tmp_path / "o" / "meta.json").is_file()
+    for overwrite in ([], ["--overwrite"]):
+        result = run_cli("--input_dir", str(sample_dir), "--out_dir", str(tmp_path / "o"), "--val_folds", "8",
+                         "--test_folds", "9", "--workers", "1", *overwrite)
+        assert result.returncode == 2 and f"--out_dir {tmp_path / 'o'} is a file, which preprocess.py did not " \
+            "write and does not replace, even with --overwrite" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+    assert (tmp_path / "o").read_text() == "a file where the data dir goes"
 
 
 def test_drop_rows_compacts_in_place_chunk_by_chunk(tmp_path, monkeypatch):
