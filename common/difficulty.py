@@ -24,7 +24,8 @@ from common.datadir import atomic_file, file_sha256, load_meta, load_split, save
 from common.device import resolve_device
 from common.evaluate import per_record_loss, predict_as_trained
 from common.labels import one_hot
-from common.pdd import DIFFICULTY_JSON, DIFFICULTY_NPY, build_stage, check_scores
+from common.outputs import check_writable, refuse_foreign
+from common.pdd import DIFFICULTY_JSON, DIFFICULTY_NPY, build_stage, check_scores, is_stage_dir
 from common.splits import patient_folds
 from common.train import TrainConfig, train
 
@@ -112,6 +113,9 @@ def out_of_fold_probs(ckpt: dict, data_dir: Path, k: int, work_dir: Path, epochs
     if k > n_patients:
         raise ValueError(f"--oof {k} needs at least {k} patients in the training split of {data_dir}, "
                          f"it has {n_patients}")
+    for f in range(k):  # each fold's data dir is rebuilt: never over what another command wrote
+        refuse_foreign(work_dir / f"fold{f + 1}" / "data", "--oof_dir", f"fold {f + 1}", is_stage_dir,
+                       "a fold data dir compute_difficulty.py --oof built")
     run_config = ckpt["config"]
     folds = patient_folds(meta["splits"]["train"]["patient_ids"], k, run_config.get("seed", 0))
     probs = np.zeros((len(folds), len(meta["classes"])), dtype=np.float32)
@@ -138,6 +142,8 @@ def compute_difficulty(data_dir: Path, ckpt_path: Path, score: str = "loss", oof
     check_options(score, oof, oof_dir, oof_epochs, batch_size, device)
     torch_device = resolve_device(device)
     meta = load_meta(data_dir)
+    for name in (DIFFICULTY_NPY, "difficulty.csv", DIFFICULTY_JSON):  # before any scoring, not after
+        check_writable(data_dir / name, "--data_dir", name)
     X, y = load_split(data_dir, "train")
     model, ckpt = load_scorer(ckpt_path, data_dir, meta, torch_device)
     if oof:

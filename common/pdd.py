@@ -4,22 +4,27 @@ Files (PIPELINE.md): the data dir holds difficulty.npy + difficulty.json (writte
 compute_difficulty.py); pdd_split.py writes splits.json and {easy,medium,hard}_idx.npy; each
 stage folder is a complete data dir whose val/test arrays are links to the source's.
 difficulty.json and splits.json record the SHA-256 of the arrays written with them, so a set mixed from two
-runs (one interrupted between its renames) is refused instead of used.
+runs (one interrupted between its renames) is refused instead of used. The stages are built together in
+out_root/.stages and swapped in together; each names its split (pdd.split_id in meta.json).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from common.datadir import (SPLITS, file_sha256, fingerprint_arrays, load_meta, load_npy, load_split,
-                            staged_output_dir, write_json_atomic)
+from common.datadir import (ARRAY_NAMES, META_NAME, SPLITS, file_sha256, fingerprint_arrays, load_meta, load_npy,
+                            load_split, staged_output_dir, write_json_atomic)
 from common.labels import one_hot
+from common.locks import try_lock
+from common.outputs import check_writable, new_folders, refuse_foreign
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -33,6 +38,8 @@ SPLITS_JSON = "splits.json"
 HISTOGRAM_PNG = "difficulty_hist.png"
 STAGE_MODES = ("cumulative", "disjoint")
 BUCKET_COLOURS = ("#55a868", "#dd8452", "#c44e52")
+STAGING = ".stages"  # under out_root: the next stage1..3, complete before they are swapped in
+STAGE_FILES = frozenset((*ARRAY_NAMES, META_NAME))
 
 
 class StaleInputError(ValueError):
@@ -222,7 +229,11 @@ def plot_histogram(scores: np.ndarray, bucket: np.ndarray, thresholds: list[floa
 def split_difficulty(
     data_dir: Path, out_dir: Path, fractions: tuple[float, float, float] = (1, 1, 1), per_class: bool = False
 ) -> dict:
-    """Write splits.json, the three index files and a histogram once every input is checked; return splits.json."""
+    """Write splits.json, the three index files and a histogram once every input and output is checked; return
+    splits.json."""
+    check_writable(out_dir, "--out_dir", folder=True)
+    for name in [*(f"{bucket}_idx.npy" for bucket in BUCKETS), HISTOGRAM_PNG, SPLITS_JSON]:
+        check_writable(out_dir / name, "--out_dir", name)
     scores, info = load_difficulty(data_dir)
     meta = load_meta(data_dir)
     y = load_npy(data_dir / "y_train.npy")
@@ -363,27 +374,80 @@ def build_stage(data_dir: Path, stage_dir: Path, rows: np.ndarray, stage_info: d
     return stage_meta
 
 
+def split_id(splits: dict) -> str:
+    """Name of a split: a digest of the data it was made from and of its index files, so stages of two splits differ."""
+    named = json.dumps([splits["data_fingerprint"], splits["sha256"]], sort_keys=True)
+    return hashlib.sha256(named.encode()).hexdigest()[:16]
+
+
+def is_stage_dir(path: Path) -> bool:
+    """Whether path is a folder build_stage wrote (or an empty one): only a data dir's files, a meta.json with a pdd
+    entry; nothing else is ever replaced by a new stage."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    names = {p.name for p in path.iterdir()}
+    if not names:
+        return True
+    try:
+        return names <= STAGE_FILES and "pdd" in load_meta(path)
+    except (OSError, ValueError):
+        return False
+
+
+def swap_in_stages(out_root: Path) -> None:
+    """Move the stages in out_root/.stages (there only once all are built) over out_root's, then delete the previous
+    ones; a run killed midway leaves .stages behind and the next one finishes the swap, so no mix of two sets stays."""
+    ready = out_root / STAGING
+    if not ready.is_dir():
+        return
+    for new in sorted(ready.glob("stage[0-9]")):
+        target = out_root / new.name
+        if target.exists() or target.is_symlink():
+            os.replace(target, ready / f"previous-{new.name}")
+        os.replace(new, target)
+    shutil.rmtree(ready)
+
+
 def generate_stages(
     data_dir: Path, split_dir: Path, out_root: Path, mode: str = "cumulative",
     stage_epochs: tuple[int, ...] = (10, 10, 10),
 ) -> list[Path]:
-    """Build stage1..3 under out_root once every input is checked; each meta.json records rows, scores, epoch plan."""
+    """Build stage1..3 under out_root once every input is checked, all in out_root/.stages, then swap them in together;
+    each meta.json records rows, scores, epoch plan and the split's name (pdd.split_id). One run at a time."""
     if len(stage_epochs) != len(BUCKETS) or min(stage_epochs) < 1:
         raise ValueError(f"--stage_epochs needs {len(BUCKETS)} positive numbers, got {list(stage_epochs)}")
+    check_writable(out_root, "--out_dir", folder=True)
+    with new_folders(out_root):
+        lock = try_lock(out_root)
+        if lock is None:
+            raise ValueError(f"another pdd_folder_generator.py is writing stages into {out_root}; let it finish first")
+        try:
+            swap_in_stages(out_root)  # what a run killed while swapping left ready
+            return build_stages(data_dir, split_dir, out_root, mode, stage_epochs)
+        finally:
+            os.close(lock)
+
+
+def build_stages(data_dir: Path, split_dir: Path, out_root: Path, mode: str,
+                 stage_epochs: tuple[int, ...]) -> list[Path]:
+    """generate_stages under its lock: check the inputs and the stage folders to replace, build, swap in."""
     splits = check_splits_current(data_dir, split_dir)
     all_rows = stage_rows(load_buckets(split_dir, splits), mode)
     for split in SPLITS:
         load_split(data_dir, split)  # a truncated array is refused, naming it, before any stage is built
+    stage_dirs = [out_root / f"stage{k}" for k in range(1, len(all_rows) + 1)]
+    for stage_dir in stage_dirs:
+        refuse_foreign(stage_dir, "--out_dir", "", is_stage_dir,
+                       "a stage pdd_folder_generator.py built (only its arrays and a meta.json naming it a stage)")
     total = int(sum(stage_epochs))
-    stage_dirs = []
-    for k, rows in enumerate(all_rows, start=1):
-        stage_dir = out_root / f"stage{k}"
-        info = {
-            "stage": k, "mode": mode, "buckets": list(BUCKETS[:k]) if mode == "cumulative" else [BUCKETS[k - 1]],
-            "score": splits["score"], "checkpoint": splits["checkpoint"], "thresholds": splits["thresholds"],
-            "train_until_epoch": int(sum(stage_epochs[:k])), "schedule_epochs": total,
-        }
-        build_stage(data_dir, stage_dir, rows, info)
+    infos = [{"stage": k, "mode": mode, "buckets": list(BUCKETS[:k]) if mode == "cumulative" else [BUCKETS[k - 1]],
+              "score": splits["score"], "checkpoint": splits["checkpoint"], "thresholds": splits["thresholds"],
+              "train_until_epoch": int(sum(stage_epochs[:k])), "schedule_epochs": total, "split_id": split_id(splits)}
+             for k in range(1, len(all_rows) + 1)]
+    with staged_output_dir(out_root / STAGING) as staging:
+        for stage_dir, rows, info in zip(stage_dirs, all_rows, infos):
+            build_stage(data_dir, staging / stage_dir.name, rows, info)
+    swap_in_stages(out_root)
+    for stage_dir, rows, info in zip(stage_dirs, all_rows, infos):
         log.info("%s: %d train rows (%s)", stage_dir, len(rows), "+".join(info["buckets"]))
-        stage_dirs.append(stage_dir)
     return stage_dirs

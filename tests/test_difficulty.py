@@ -227,6 +227,27 @@ def test_each_out_of_fold_score_comes_from_the_fold_model_that_never_trained_on_
     assert json.loads((data / "difficulty.json").read_text())["out_of_fold"] == 2
 
 
+def test_out_of_fold_scoring_never_replaces_a_folder_it_did_not_write(tiny_trained, same_data, tmp_path):
+    data, ckpt = same_data, tiny_trained[1]
+    mine = tmp_path / "oof" / "fold2" / "data"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=re.escape(f"--oof_dir fold 2 {mine} exists and is not a fold data dir "
+                                                   f"compute_difficulty.py --oof built; move it away")):
+        compute_difficulty(data, ckpt, oof=2, oof_dir=tmp_path / "oof", oof_epochs=1)
+    assert (mine / "notes.txt").read_text() == "mine" and [p.name for p in (tmp_path / "oof").iterdir()] == ["fold2"]
+    assert difficulty_files(data) == []
+
+
+def test_an_output_that_is_a_folder_is_refused_before_scoring(tiny_trained, same_data, monkeypatch):
+    (same_data / "difficulty.csv").mkdir()
+    monkeypatch.setattr("common.difficulty.predict_rows", lambda *a: pytest.fail("scored before checking its outputs"))
+    with pytest.raises(ValueError, match=re.escape(f"--data_dir difficulty.csv {same_data / 'difficulty.csv'} is a "
+                                                   f"folder, not a file")):
+        compute_difficulty(same_data, tiny_trained[1])
+    assert difficulty_files(same_data) == ["difficulty.csv"]
+
+
 def test_staged_training_resumes_across_stages_continuing_epochs(trained, tmp_path):
     from common.pdd import generate_stages, split_difficulty
 

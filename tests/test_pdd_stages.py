@@ -1,5 +1,6 @@
 """pdd_split.py and pdd_folder_generator.py: bucket sizes, class balance, stage contents, links, staleness; bad
 scores, fractions and files refused before anything is written; killed runs recovered by the same command."""
+import errno
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from common import pdd
 from common.datadir import file_sha256
 from common.preprocess import PreprocessConfig, preprocess
 from common.difficulty import save_difficulty
+from common.train import ConfigError, load_data
 from conftest import ROOT, run_repo_script
 
 
@@ -121,6 +123,28 @@ def test_rerun_is_idempotent(scored_dir, tmp_path):
     assert hidden(out) == []
 
 
+def test_an_out_dir_that_is_a_file_is_named(scored_dir, tmp_path):
+    out = tmp_path / "pdd"
+    pdd.split_difficulty(scored_dir, out)
+    (tmp_path / "taken").write_text("mine")
+    result = run_repo_script("pdd_folder_generator.py", "--data_dir", str(scored_dir), "--split_dir", str(out),
+                             "--out_dir", str(tmp_path / "taken" / "stages"), cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip() == (f"error: --out_dir {tmp_path / 'taken' / 'stages'} "
+                                                                f"runs through {tmp_path / 'taken'}, which is not a "
+                                                                f"folder; choose another --out_dir")
+    assert (tmp_path / "taken").read_text() == "mine" and hidden(tmp_path) == []
+
+
+def test_a_split_file_that_is_a_folder_is_named(scored_dir, tmp_path):
+    out = tmp_path / "pdd"
+    (out / "splits.json").mkdir(parents=True)
+    result = run_repo_script("pdd_split.py", "--data_dir", str(scored_dir), "--out_dir", str(out), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"error: --out_dir splits.json {out / 'splits.json'} is a folder, not a file; "
+                                     f"choose another --out_dir")
+    assert [p.name for p in out.iterdir()] == ["splits.json"]
+
+
 def test_stale_inputs_are_refused(sample_dir, scored_dir, tmp_path):
     out = tmp_path / "pdd"
     pdd.split_difficulty(scored_dir, out)
@@ -137,6 +161,42 @@ def test_stale_inputs_are_refused(sample_dir, scored_dir, tmp_path):
                  "--out_dir", str(out), cwd=tmp_path)
     assert result.returncode == 2 and "re-run compute_difficulty.py" in result.stderr and "pdd_split.py" in result.stderr
     assert not (out / "stage1").exists()
+
+
+def rebuild(sample_dir: Path, data_dir: Path) -> None:
+    """Rebuild a data dir in place from the sample with another validation fold, as `preprocess.py --overwrite` does."""
+    preprocess(PreprocessConfig(input_dir=sample_dir, out_dir=data_dir, val_folds=[7], test_folds=[9],
+                                overwrite=True, workers=1), "t")
+
+
+def test_stages_linked_by_symlinks_refuse_a_rebuilt_source(sample_dir, scored_dir, tmp_path, monkeypatch):
+    out = tmp_path / "pdd"
+    pdd.split_difficulty(scored_dir, out)
+
+    def other_filesystem(src, dst):
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(src), str(dst))
+
+    monkeypatch.setattr(os, "link", other_filesystem)
+    pdd.generate_stages(scored_dir, out, out)
+    monkeypatch.undo()
+    assert (out / "stage1" / "X_val.npy").is_symlink() and (out / "stage3" / "X_train.npy").is_symlink()
+    load_data(out / "stage1", 2.0)
+    rebuild(sample_dir, scored_dir)
+    for k in (1, 2, 3):
+        stage = out / f"stage{k}"
+        with pytest.raises(ConfigError, match=re.escape(f"{stage} links its arrays to {scored_dir.resolve()}, which "
+                                                        f"was rebuilt since") + ".*re-run pdd_folder_generator.py"):
+            load_data(stage, 2.0)
+
+
+def test_a_hard_linked_stage_keeps_its_records_when_the_source_is_rebuilt(sample_dir, scored_dir, tmp_path):
+    out = tmp_path / "pdd"
+    pdd.split_difficulty(scored_dir, out)
+    pdd.generate_stages(scored_dir, out, out)
+    X_val = np.load(out / "stage1" / "X_val.npy")
+    rebuild(sample_dir, scored_dir)
+    assert np.load(scored_dir / "X_val.npy").shape != X_val.shape  # the source holds other records now
+    np.testing.assert_array_equal(load_data(out / "stage1", 2.0).X["val"], X_val)
 
 
 def write_raw_scores(data_dir: Path, scores: np.ndarray) -> None:
@@ -296,14 +356,89 @@ def test_generator_killed_while_building_is_rebuilt_by_the_same_command(scored_d
     slow_stage2 = ("import time, common.pdd as p\nwrite = p.write_subset\np.write_subset = lambda src, dst, rows: "
                    "(write(src, dst, rows), '.stage2.' in str(dst) and time.sleep(600))")
     run_killed(str(ROOT / "pdd_folder_generator.py"), args, slow_stage2,
-               lambda: any((d / "X_train.npy").exists() for d in out.glob(".stage2.tmp-*")), tmp_path)
-    assert (out / "stage1").is_dir() and not (out / "stage2").exists() and list(out.glob(".stage2.tmp-*"))
+               lambda: any((d / "X_train.npy").exists() for d in out.glob("..stages.tmp-*/.stage2.tmp-*")), tmp_path)
+    assert not any((out / f"stage{k}").exists() for k in (1, 2, 3)) and list(out.glob("..stages.tmp-*"))
     result = run_repo_script("pdd_folder_generator.py", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert run_repo_script("pdd_folder_generator.py", *args[:4], "--out_dir", str(clean), cwd=tmp_path).returncode == 0
     for k in (1, 2, 3):
         assert contents(out / f"stage{k}") == contents(clean / f"stage{k}")
     assert hidden(out) == []
+
+
+def stage_metas(out: Path) -> list[dict]:
+    """meta.json of stage1..3."""
+    return [json.loads((out / f"stage{k}" / "meta.json").read_text()) for k in (1, 2, 3)]
+
+
+def test_generator_killed_during_a_re_split_leaves_every_stage_from_one_split(scored_dir, tmp_path):
+    out = tmp_path / "pdd"
+    pdd.split_difficulty(scored_dir, out)
+    pdd.generate_stages(scored_dir, out, out)
+    old = stage_metas(out)
+    write_raw_scores(scored_dir, np.load(scored_dir / "difficulty.npy")[::-1].copy())
+    pdd.split_difficulty(scored_dir, out)
+    args = ["--data_dir", str(scored_dir), "--split_dir", str(out), "--out_dir", str(out)]
+    built = tmp_path / "stage1_built"
+    slow_after_stage1 = (f"import pathlib, time, common.pdd as p\nbuild = p.build_stage\n"
+                         f"def slow(data_dir, stage_dir, rows, info):\n"
+                         f"    meta = build(data_dir, stage_dir, rows, info)\n"
+                         f"    if info['stage'] == 1:\n        pathlib.Path({str(built)!r}).touch()\n"
+                         f"        time.sleep(600)\n    return meta\np.build_stage = slow")
+    run_killed(str(ROOT / "pdd_folder_generator.py"), args, slow_after_stage1, built.exists, tmp_path)
+    assert stage_metas(out) == old  # the new stage1 was never moved in
+    new_split = pdd.split_id(json.loads((out / "splits.json").read_text()))
+    assert len({meta["pdd"]["split_id"] for meta in old}) == 1 and old[0]["pdd"]["split_id"] != new_split
+    result = run_repo_script("pdd_folder_generator.py", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [meta["pdd"]["split_id"] for meta in stage_metas(out)] == [new_split] * 3 and hidden(out) == []
+
+
+def test_generator_killed_while_swapping_the_stages_in_is_finished_by_the_next_run(scored_dir, tmp_path):
+    out = tmp_path / "pdd"
+    pdd.split_difficulty(scored_dir, out)
+    pdd.generate_stages(scored_dir, out, out)
+    write_raw_scores(scored_dir, np.load(scored_dir / "difficulty.npy")[::-1].copy())
+    pdd.split_difficulty(scored_dir, out)
+    new_split = pdd.split_id(json.loads((out / "splits.json").read_text()))
+    args = ["--data_dir", str(scored_dir), "--split_dir", str(out), "--out_dir", str(out)]
+    moved = tmp_path / "stage1_moved"
+    slow_after_stage1 = (f"import os, pathlib, time\nreplace = os.replace\n"
+                         f"def slow(src, dst):\n    replace(src, dst)\n"
+                         f"    if pathlib.Path(dst) == pathlib.Path({str(out / 'stage1')!r}):\n"
+                         f"        pathlib.Path({str(moved)!r}).touch()\n        time.sleep(600)\nos.replace = slow")
+    run_killed(str(ROOT / "pdd_folder_generator.py"), args, slow_after_stage1, moved.exists, tmp_path)
+    assert stage_metas(out)[0]["pdd"]["split_id"] == new_split and stage_metas(out)[1]["pdd"]["split_id"] != new_split
+    result = run_repo_script("pdd_folder_generator.py", *args[:2], "--split_dir", str(tmp_path / "nowhere"),
+                             "--out_dir", str(out), cwd=tmp_path)
+    assert result.returncode == 2  # refused inputs, but the set the killed run left ready is swapped in first
+    assert [meta["pdd"]["split_id"] for meta in stage_metas(out)] == [new_split] * 3 and hidden(out) == []
+
+
+@pytest.mark.parametrize("foreign", ["a file of the user's", "a folder that is no stage", "a file named stage2"])
+def test_generator_never_replaces_what_it_did_not_write(scored_dir, tmp_path, foreign):
+    out = tmp_path / "pdd"
+    pdd.split_difficulty(scored_dir, out)
+    pdd.generate_stages(scored_dir, out, out)
+    stage2 = out / "stage2"
+    if foreign == "a file of the user's":
+        (stage2 / "notes.txt").write_text("mine")
+    elif foreign == "a folder that is no stage":
+        for path in stage2.iterdir():
+            path.unlink()
+        (stage2 / "meta.json").write_text("{}")
+    else:
+        for path in stage2.iterdir():
+            path.unlink()
+        stage2.rmdir()
+        stage2.write_text("mine")
+    before = contents(out)
+    result = run_repo_script("pdd_folder_generator.py", "--data_dir", str(scored_dir), "--split_dir", str(out),
+                             "--out_dir", str(out), cwd=tmp_path)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"--out_dir {stage2} exists and is not a stage pdd_folder_generator.py built" in result.stderr
+    assert "move it away or choose another --out_dir" in result.stderr
+    assert contents(out) == before and hidden(out) == []
 
 
 def test_split_killed_while_writing_leaves_the_previous_split_and_is_cleared_by_the_next(scored_dir, tmp_path):
