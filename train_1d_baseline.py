@@ -57,7 +57,7 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, list[int]
     p.add_argument("--width", type=int, default=d.width, help="model channels of the first stage (doubled per stage)")
     p.add_argument("--stages", type=int, default=d.stages, help="model stages")
     p.add_argument("--blocks", type=int, default=d.blocks, help="residual blocks per stage")
-    p.add_argument("--kernel_size", type=int, default=d.kernel_size)
+    p.add_argument("--kernel_size", type=int, default=d.kernel_size, help="odd width of the residual convolutions")
     p.add_argument("--dropout", type=float, default=d.dropout, help="dropout before the linear head")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--seeds", type=int, nargs="+", default=None,
@@ -78,8 +78,10 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, list[int]
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: cores / processes)")
     p.add_argument("--resume", default=d.resume,
                    help="last.pt to continue (weights, optimizer, epoch, counters); options not given here are the "
-                        "resumed run's own")
-    p.add_argument("--init_from", default=d.init_from, help="checkpoint whose weights start a new run")
+                        "resumed run's own, and the model (--width --stages --blocks --kernel_size) always is")
+    p.add_argument("--init_from", default=d.init_from,
+                   help="checkpoint whose weights (and so its model: --width --stages --blocks --kernel_size) start a "
+                        "new run")
     p.add_argument("--stop_after_epoch", type=int, default=d.stop_after_epoch,
                    help="end this job after that epoch, resumable with --resume: splits a run across jobs")
     p.add_argument("--pdd", choices=PDD_MODES, default=d.pdd,

@@ -115,7 +115,6 @@ def train_ensemble(cfg: TrainConfig, seeds: list[int]) -> dict:
     """Train (or reuse, or continue) one member per seed, then evaluate their average; returns metrics.json's
     content, also printed as a summary."""
     check_ensemble(cfg, seeds)
-    Path(cfg.ckpt_dir).mkdir(parents=True, exist_ok=True)
     members_metrics = train_members(cfg, seeds)
     report = evaluate_ensemble(cfg, seeds, members_metrics)
     print(format_summary(report), flush=True)

@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -46,6 +46,7 @@ from common.metrics import (format_summary, plot_history, plot_roc_curves, summa
 from common.model import build_model, count_parameters
 from common.online_pdd import (PDD_MODES, SCORE_SOURCES, Plan, RecordScores, dbpd_mask, matched_counts,
                                revision_epochs, scoring_logits, true_label_prob)
+from common.outputs import check_writable, new_folders
 
 
 @dataclass
@@ -170,6 +171,7 @@ class Data:
     input_shape: dict                     # leads, length, fs, window (samples)
     signal: dict                          # lead names in channel order and meta.json's "signal" (units, filter)
     full_train: int                       # train records of the data dir a PDD stage was cut from (else its own)
+    pdd_split_id: str | None = None       # a PDD stage: the id of the easy/medium/hard split it was cut from
 
 
 PDD_OPTIONS = ("pdd", "pdd_threshold", "pdd_scores", "pdd_readmit", "pdd_bn", "pdd_ratio", "pdd_delta", "pdd_gamma",
@@ -179,6 +181,8 @@ INHERITED = ("batch_size", "lr", "weight_decay", "window_seconds", "aggregation"
 DEFAULT_EPOCHS = 15  # chosen on validation over 30 (bench/recipe_search_dev100.md)
 RUN_FILES = ("last.pt", "best.pt", "history.csv", "metrics.json", "training_curves.png", "roc_curves.png")
 REQUIRED_META = ("classes", "multilabel", "fs", "length", "leads", "normalisation", "fingerprint")
+FLOAT_OPTIONS = tuple(f.name for f in fields(TrainConfig) if f.type == "float")
+ARCHITECTURE = ("width", "stages", "blocks", "kernel_size")  # a checkpoint's model; dropout may change on resume
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -188,8 +192,13 @@ def check_config(cfg: TrainConfig) -> None:
                                   ("kernel_size", 1), ("patience", 0), ("workers", 0), ("threads", 0),
                                   ("schedule_epochs", 1), ("stop_after_epoch", 1))
                 if getattr(cfg, name) is not None and getattr(cfg, name) < low]
+    problems += [f"--{name} must be a finite number, got {getattr(cfg, name)}"
+                 for name in FLOAT_OPTIONS if not math.isfinite(getattr(cfg, name))]
+    if cfg.kernel_size % 2 == 0:
+        problems.append(f"--kernel_size must be odd (a same-padded convolution keeps the length only then), got "
+                        f"{cfg.kernel_size}; use 3, 5 or 7")
     problems += [f"--{name} must be > 0, got {getattr(cfg, name)}"
-                 for name in ("lr", "window_seconds") if not getattr(cfg, name) > 0]
+                 for name in ("lr", "window_seconds") if getattr(cfg, name) <= 0]
     if cfg.weight_decay < 0 or not 0 <= cfg.dropout < 1:
         problems.append("--weight_decay must be >= 0 and --dropout in [0, 1)")
     problems += [f"--{name} {path} is not a file; pass the last.pt or best.pt of a run dir"
@@ -244,10 +253,7 @@ def load_data(data_dir: str | Path, window_seconds: float) -> Data:
     """Load and check a data dir, its arrays memory-mapped (TrainBatches places the train split)."""
     if not Path(data_dir).is_dir():
         raise ConfigError(f"--data_dir {data_dir} does not exist; create it with preprocess.py or fix the path")
-    try:
-        meta = load_meta(data_dir)
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
+    meta = data_meta(data_dir)
     missing = [key for key in REQUIRED_META if key not in meta]
     if missing:
         raise ConfigError(f"{data_dir}/meta.json lacks {missing}; re-run preprocess.py")
@@ -279,10 +285,18 @@ def load_data(data_dir: str | Path, window_seconds: float) -> Data:
         raise ConfigError(f"no class has both positive and negative records in {data_dir} val split, so the "
                           "validation macro AUC that selects best.pt is undefined; make a larger val split")
     return Data(X=X, y=y, classes=classes, multilabel=bool(meta["multilabel"]), task=str(meta.get("task", "")),
-                norm=norm, fingerprint=meta["fingerprint"],
+                norm=norm, fingerprint=meta["fingerprint"], pdd_split_id=meta.get("pdd", {}).get("split_id"),
                 input_shape={"leads": n_leads, "length": length, "fs": fs, "window": window},
                 signal={"leads": list(meta["leads"]), **meta.get("signal", {})},
                 full_train=source_train_records(meta, len(X["train"])))
+
+
+def data_meta(data_dir: str | Path) -> dict:
+    """meta.json of a data dir; a corrupt one is a ConfigError naming it (a missing one FileNotFoundError)."""
+    try:
+        return load_meta(data_dir)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def first_non_finite(X: np.ndarray, chunk_bytes: int = 1 << 26) -> int | None:
@@ -525,6 +539,7 @@ class Run:
             "normalisation": self.data.norm, "input_shape": self.data.input_shape, "signal": self.data.signal,
             "aggregation": self.cfg.aggregation,
             "data_dir": str(self.cfg.data_dir), "data_fingerprint": self.data.fingerprint,
+            "pdd_split_id": self.data.pdd_split_id,
             "config": asdict(self.cfg), "torch_version": str(torch.__version__),
         }
 
@@ -544,9 +559,8 @@ def start_run(cfg: TrainConfig, ckpt: dict | None, data: Data, dist: Dist, log: 
     torch.manual_seed(cfg.seed)  # the same initial weights in every process
     hparams = dict(n_leads=data.input_shape["leads"], n_classes=len(data.classes), width=cfg.width,
                    stages=cfg.stages, blocks=cfg.blocks, kernel_size=cfg.kernel_size, dropout=cfg.dropout)
-    if ckpt is not None and ckpt["model_hparams"] != hparams:
-        log(f"model hparams come from {source}: {ckpt['model_hparams']}")
-        hparams = ckpt["model_hparams"]
+    if ckpt is not None:  # its model (resolve_config gave cfg its ARCHITECTURE), with this run's dropout
+        hparams = {**ckpt["model_hparams"], "dropout": cfg.dropout}
     model = build_model(**hparams)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -613,9 +627,13 @@ def continue_run(run: Run, ckpt: dict, log: Callable[..., None]) -> None:
             log(f"{cfg.resume}: training finished at epoch {state.epoch} but the run has no metrics.json "
                 "(interrupted during the final evaluation); writing the report")
             return
-        why = "stopped early by --patience" if state.stopped_early else "finished its epochs"
-        raise ConfigError(f"{cfg.resume} already {why} (epoch {state.epoch}); pass --epochs above {state.epoch} "
-                          "to train it further, or start a new run")
+        if state.stopped_early:
+            raise ConfigError(f"{cfg.resume} already stopped early by --patience (epoch {state.epoch}); resume it into "
+                              "another --ckpt_dir (a new best.pt and patience count), or start a new run")
+        further = (f"--epochs E with E above {state.epoch}" if state.epoch < cfg.schedule_epochs else
+                   f"--epochs E --schedule_epochs E with E above {state.epoch}")
+        raise ConfigError(f"{cfg.resume} already finished its epochs (epoch {state.epoch}); to train it further pass "
+                          f"{further} (its one-cycle schedule ends at epoch {cfg.schedule_epochs}), or start a new run")
     if ckpt["data_fingerprint"] != run.data.fingerprint:
         unfinished = "; its unfinished epoch restarts" if state.batches_done else ""
         log(f"resuming on different data: {ckpt['data_dir']} (dataset fingerprint "
@@ -696,15 +714,18 @@ def end_epoch(run: Run, stats: dict, started: float, log: Callable[..., None]) -
 
 def resolve_config(cfg: TrainConfig, ckpt: dict | None) -> TrainConfig:
     """Fill what the command line left open. On --resume, options not given come from the resumed run, so it
-    continues as it was. --epochs: given, else a PDD stage dir's plan (meta.json "pdd", written by
-    pdd_folder_generator.py), else the resumed run's, else 30. The one-cycle length: --schedule_epochs, else the
+    continues as it was; from --resume or --init_from, the model is the checkpoint's (checkpoint_architecture).
+    --epochs: given, else a PDD stage dir's plan (meta.json "pdd", written by pdd_folder_generator.py), else the
+    resumed run's, else DEFAULT_EPOCHS. The one-cycle length: --schedule_epochs, else the
     stage plan's, else the resumed run's, else --epochs; a schedule shorter than the epochs is refused."""
     resumed = ckpt if cfg.resume and ckpt is not None else None
     if resumed is not None and cfg.given is not None:
         before = resumed["config"]
         cfg = replace(cfg, **{name: before[name] for name in INHERITED if name not in cfg.given and name in before})
+    if ckpt is not None:
+        cfg = checkpoint_architecture(cfg, ckpt)
     meta_path = Path(cfg.data_dir) / "meta.json"
-    plan = load_meta(cfg.data_dir).get("pdd", {}) if meta_path.is_file() else {}
+    plan = data_meta(cfg.data_dir).get("pdd", {}) if meta_path.is_file() else {}
     epochs = next(e for e in (cfg.epochs, plan.get("train_until_epoch"),
                               resumed and resumed["config"].get("epochs"), DEFAULT_EPOCHS) if e is not None)
     sources = ((cfg.schedule_epochs, "--schedule_epochs"), (plan.get("schedule_epochs"), f"{meta_path}'s PDD plan"),
@@ -717,6 +738,20 @@ def resolve_config(cfg: TrainConfig, ckpt: dict | None) -> TrainConfig:
     if cfg.stop_after_epoch is not None and cfg.stop_after_epoch > epochs:
         raise ConfigError(f"--stop_after_epoch {cfg.stop_after_epoch} is after the run's last epoch {epochs}")
     return replace(cfg, epochs=epochs, schedule_epochs=schedule)
+
+
+def checkpoint_architecture(cfg: TrainConfig, ckpt: dict) -> TrainConfig:
+    """cfg with the model options (ARCHITECTURE) of the checkpoint it starts from, whose weights only fit that
+    model; a given option of another value is refused rather than ignored."""
+    model, given = ckpt["model_hparams"], cfg.given if cfg.given is not None else ARCHITECTURE
+    clash = [name for name in ARCHITECTURE if name in given and getattr(cfg, name) != model[name]]
+    if clash:
+        theirs = ", ".join(f"--{name} {model[name]}" for name in clash)
+        ours = ", ".join(f"--{name} {getattr(cfg, name)}" for name in clash)
+        raise ConfigError(f"{cfg.resume or cfg.init_from} holds a model of {theirs}, not the {ours} given; a run "
+                          f"started from a checkpoint keeps its model: drop {', '.join(f'--{n}' for n in clash)}, or "
+                          "start a new run without --resume/--init_from")
+    return replace(cfg, **{name: model[name] for name in ARCHITECTURE})
 
 
 def train(cfg: TrainConfig) -> dict | None:
@@ -746,6 +781,10 @@ def continue_if_interrupted(cfg: TrainConfig) -> TrainConfig:
     if cfg.overwrite or not last.is_file() or (last.parent / "metrics.json").exists() \
             or (cfg.resume and Path(cfg.resume).resolve() == last.resolve()):
         return cfg
+    busy = try_lock(last.parent)
+    if busy is None:  # another process is training there: claim_run_dir refuses this command
+        return cfg
+    os.close(busy)
     try:
         ckpt = load_checkpoint(last)
     except CheckpointError:
@@ -758,22 +797,33 @@ def continue_if_interrupted(cfg: TrainConfig) -> TrainConfig:
     return replace(cfg, resume=str(last), init_from=None, given=None)
 
 
+def ensemble_members(ckpt_dir: Path) -> list[str]:
+    """The member folders (seed<k>/, common.ensemble.member_dir) that make ckpt_dir an ensemble dir, sorted."""
+    return sorted(p.name for p in ckpt_dir.glob("seed*") if p.name[4:].isdigit() and p.is_dir())
+
+
 def claim_run_dir(cfg: TrainConfig) -> int:
-    """Create ckpt_dir and lock it (flock) for this run's lifetime (the lock goes with the process, even on kill -9);
-    refuse a dir holding another run unless --overwrite (its files are then removed) or resuming its own last.pt.
-    Returns the lock's file descriptor."""
+    """Lock the existing ckpt_dir (flock) for this run's lifetime (the lock goes with the process, even on kill -9);
+    refuse an ensemble dir, and a dir holding another run unless --overwrite (its files are then removed) or
+    resuming its own last.pt. Returns the lock's file descriptor."""
     ckpt_dir = Path(cfg.ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     fd = try_lock(ckpt_dir)
     if fd is None:
         raise ConfigError(f"another training run is using {ckpt_dir}; wait for it to end or choose another --ckpt_dir")
     try:
+        members = ensemble_members(ckpt_dir)
+        if members:
+            raise ConfigError(f"{ckpt_dir} is an ensemble dir ({', '.join(f'{m}/' for m in members)} of "
+                              "train_1d_baseline.py --seeds), not a single run's; choose another --ckpt_dir, continue "
+                              "the ensemble with --seeds, or remove the folder yourself to reuse its name (--overwrite "
+                              "does not remove ensemble members)")
         existing = [name for name in RUN_FILES if (ckpt_dir / name).exists()]
         continuing = cfg.resume and Path(cfg.resume).resolve().parent == ckpt_dir.resolve()
         if existing and not continuing:
             if not cfg.overwrite:
-                raise ConfigError(f"{ckpt_dir} holds another run ({', '.join(existing)}); continue it with --resume "
-                                  f"{ckpt_dir / 'last.pt'}, choose another --ckpt_dir, or pass --overwrite to replace it")
+                resume = f" continue it with --resume {ckpt_dir / 'last.pt'}," if "last.pt" in existing else ""
+                raise ConfigError(f"{ckpt_dir} holds another run ({', '.join(existing)});{resume} choose another "
+                                  "--ckpt_dir, or pass --overwrite to replace it")
             for name in existing:
                 (ckpt_dir / name).unlink()
         for name in RUN_FILES:  # a run killed while writing one of them
@@ -793,19 +843,39 @@ def _train(cfg: TrainConfig, ckpt: dict | None, dist: Dist) -> dict | None:
         check_compatible(ckpt, cfg.resume or cfg.init_from, data.classes, data.input_shape,
                          "use a checkpoint trained on data with the same classes and input shape, or start a new "
                          "run without --resume/--init_from")
-    lock, refused = None, None
-    if dist.is_main:
-        try:
-            lock = claim_run_dir(cfg)
-        except ConfigError as e:
-            refused = e
-    if dist.agree([int(refused is not None)])[0]:
-        raise refused or ConfigError(f"rank 0 could not claim {cfg.ckpt_dir}")
-    try:
+    if cfg.resume:
+        check_same_pdd_split(ckpt, cfg.resume, data, cfg.data_dir)
+    with run_dir_claimed(cfg, dist):
         return train_and_report(cfg, ckpt, data, dist, log)
-    finally:
-        if lock is not None:
-            os.close(lock)
+
+
+@contextlib.contextmanager
+def run_dir_claimed(cfg: TrainConfig, dist: Dist) -> Iterator[None]:
+    """Rank 0 checks that ckpt_dir can be written (before making any folder, so an unwritable one is refused now,
+    not at the first checkpoint), makes it and claims it (claim_run_dir) for the body; every rank raises when rank 0
+    could not. A body that fails before writing into the folders made here removes them."""
+    refused = None
+    with contextlib.ExitStack() as held:
+        if dist.is_main:
+            try:
+                check_writable(Path(cfg.ckpt_dir), "--ckpt_dir", folder=True)
+                held.enter_context(new_folders(Path(cfg.ckpt_dir)))
+                held.callback(os.close, claim_run_dir(cfg))
+            except ValueError as e:
+                refused = e if isinstance(e, ConfigError) else ConfigError(str(e))
+        if dist.agree([int(refused is not None)])[0]:
+            raise refused or ConfigError(f"rank 0 could not claim {cfg.ckpt_dir}")
+        yield
+
+
+def check_same_pdd_split(ckpt: dict, path: str, data: Data, data_dir: str) -> None:
+    """Refuse to resume a PDD stage's checkpoint on a stage cut from another easy/medium/hard split (both ids known):
+    the stages would not nest, so records the run saw as hard could reappear as easy."""
+    trained_on = ckpt.get("pdd_split_id")
+    if trained_on and data.pdd_split_id and trained_on != data.pdd_split_id:
+        raise ConfigError(f"{path} was trained on a stage of PDD split {trained_on}, but {data_dir} is a stage of "
+                          f"split {data.pdd_split_id}; rebuild all stages from one split with pdd_folder_generator.py, "
+                          "or start afresh without --resume")
 
 
 def out_of_memory(run: Run, last: Path) -> ConfigError:

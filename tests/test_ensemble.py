@@ -51,7 +51,7 @@ def test_ensemble_metrics_are_those_of_the_members_mean(tiny_data_dir: Path, tmp
     assert report["samples_backpropagated"] == sum(m["samples_backpropagated"] for m in members)
     assert report["n_params"] == 2 * members[0]["n_params"]
     assert report["wall_seconds"] >= sum(m["wall_seconds"] for m in members)
-    assert (ens / "roc_curves.png").stat().st_size > 0
+    assert (ens / "roc_curves.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_same_command_reuses_finished_members_and_continues_an_interrupted_one(tiny_data_dir: Path,
@@ -79,6 +79,14 @@ def test_what_an_ensemble_cannot_be_is_refused(tiny_data_dir: Path, tmp_path: Pa
     with pytest.raises(ConfigError, match=message):
         train_ensemble(cfg, seeds)
     assert not (tmp_path / "e").exists()
+
+
+def test_an_ensemble_whose_first_member_is_refused_at_its_start_leaves_no_folder(tiny_data_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    cfg = tiny_train_config(tiny_data_dir, tmp_path / "runs" / "ens", epochs=2, pdd="infobatch", pdd_delta=0.9)
+    with pytest.raises(ConfigError, match="--pdd_delta 0.9 leaves no full-data epoch in 2 epochs"):
+        train_ensemble(cfg, [0, 1])
+    assert list(tmp_path.iterdir()) == [tmp_path / "tiny_data"]
 
 
 def test_a_single_run_dir_or_a_member_of_other_settings_is_refused(tiny_data_dir: Path, tmp_path: Path) -> None:

@@ -2,12 +2,14 @@
 interrupted reports, per-rank seeds (issue 8), on tiny synthetic data."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -206,18 +208,25 @@ def test_kill_9_then_the_same_command_completes_the_run(tiny_data_dir: Path, tmp
     run, epochs = tmp_path / "run", 8
     command = [sys.executable, "train_1d_baseline.py", "--data_dir", str(tiny_data_dir), "--ckpt_dir", str(run),
                "--epochs", str(epochs), "--augment", *TINY_FLAGS]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    if kill_at == "start-up":
-        time.sleep(1.0)
-    else:
-        wanted = 1 if kill_at == "first checkpoint" else 3
-        while time.time() < deadline and not (
-                (run / "history.csv").is_file() and len((run / "history.csv").read_text().splitlines()) > wanted):
-            time.sleep(0.01)
+    epochs_done = {"start-up": 0, "first checkpoint": 1, "third checkpoint": 3}[kill_at]
+
+    def reached() -> bool:  # start-up: the run dir claimed, no checkpoint yet; else that many history rows
+        if epochs_done == 0:
+            return run.is_dir()
+        history = run / "history.csv"
+        return history.is_file() and len(history.read_text().splitlines()) > epochs_done
+
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not reached():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"the run never reached its {kill_at} to be killed there: {proc.communicate()[1].decode()}")
+        time.sleep(0.01)
     proc.kill()
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL and not (run / "metrics.json").exists()
+    assert (run / "last.pt").exists() == (epochs_done > 0)
     again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     train(tiny_config(tiny_data_dir, tmp_path / "whole", epochs=epochs, augment=True))
@@ -226,3 +235,209 @@ def test_kill_9_then_the_same_command_completes_the_run(tiny_data_dir: Path, tmp
         assert torch.equal(tensor, resumed["model"][name]), name
     assert [r["epoch"] for r in resumed["state"]["history"]] == list(range(1, epochs + 1))
     assert (run / "metrics.json").is_file() and not list(run.glob(".*"))
+
+
+def test_even_kernel_sizes_are_refused_naming_odd_ones(tiny_data_dir: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert main(cli("--data_dir", tiny_data_dir, "--ckpt_dir", run, *TINY_FLAGS, "--kernel_size", 4)) == 2
+    assert capsys.readouterr().err == ("error: --kernel_size must be odd (a same-padded convolution keeps the length "
+                                       "only then), got 4; use 3, 5 or 7\n")
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("flag, value", [("lr", "inf"), ("lr", "nan"), ("weight_decay", "inf"),
+                                         ("window_seconds", "inf"), ("pdd_gamma", "nan")])
+def test_float_options_must_be_finite(tiny_data_dir: Path, tmp_path: Path, flag: str, value: str,
+                                      capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert main(cli("--data_dir", tiny_data_dir, "--ckpt_dir", run, *TINY_FLAGS, f"--{flag}", value)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --{flag} must be a finite number, got {value}") and err.count("\n") == 1, err
+    assert not run.exists()
+
+
+def test_a_ckpt_dir_that_cannot_be_made_is_refused_in_one_line(tiny_data_dir: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder\n")
+    for ckpt_dir in (blocker / "run", blocker):
+        assert main(cli("--data_dir", tiny_data_dir, "--ckpt_dir", ckpt_dir, *TINY_FLAGS)) == 2
+        why = "is a file, not a folder" if ckpt_dir == blocker else f"runs through {blocker}, which is not a folder"
+        assert capsys.readouterr().err == f"error: --ckpt_dir {ckpt_dir} {why}; choose another --ckpt_dir\n"
+    assert blocker.read_text() == "not a folder\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "tiny_data"]
+
+
+def read_only_at(path: Path) -> OSError:
+    return OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+
+def test_a_ckpt_dir_on_a_read_only_filesystem_is_refused_before_training(tiny_data_dir: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    """Tests run as root, whom chmod does not stop: the read-only filesystem is an EROFS raised at the write."""
+    mount, existing = tmp_path / "ro", tmp_path / "ro" / "existing"
+    existing.mkdir(parents=True)
+    mkdir, temporary_file = Path.mkdir, tempfile.TemporaryFile
+
+    def mkdir_read_only(self: Path, *args: object, **kwargs: object) -> None:
+        if mount in self.parents and not self.exists():
+            raise read_only_at(self)
+        mkdir(self, *args, **kwargs)
+
+    def write_read_only(*args: object, dir: str | None = None, **kwargs: object) -> object:
+        if dir is not None and (Path(dir) == mount or mount in Path(dir).parents):
+            raise read_only_at(Path(dir) / "tmpfile")
+        return temporary_file(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir_read_only)
+    monkeypatch.setattr(tempfile, "TemporaryFile", write_read_only)
+    trained = []
+    monkeypatch.setattr(common.train, "train_and_report", lambda *args: trained.append(1))
+    for ckpt_dir in (mount / "new" / "run", existing):
+        assert main(cli("--data_dir", tiny_data_dir, "--ckpt_dir", ckpt_dir, *TINY_FLAGS)) == 2
+        assert capsys.readouterr().err == (f"error: --ckpt_dir {ckpt_dir} cannot be written: Read-only file system "
+                                           f"({ckpt_dir if ckpt_dir.exists() else mount}); choose another --ckpt_dir\n")
+    assert trained == [] and not (mount / "new").exists() and list(existing.iterdir()) == []
+
+
+def test_a_start_refused_after_claiming_the_run_dir_removes_only_the_folders_it_made(
+        tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(tiny_data_dir, run, epochs=2))
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for ckpt_dir in (tmp_path / "new" / "deeper", kept):
+        assert main(tiny_config(tiny_data_dir, ckpt_dir, epochs=None, resume=str(run / "last.pt"))) == 2
+        assert f"{run / 'last.pt'} already finished its epochs (epoch 2)" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists() and kept.is_dir() and list(kept.iterdir()) == []
+
+
+def test_a_truncated_meta_json_is_one_line_and_leaves_no_run_dir(tiny_data_dir: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    meta = tiny_data_dir / "meta.json"
+    meta.write_text(meta.read_text()[:50])
+    run = tmp_path / "run"
+    assert main(cli("--data_dir", tiny_data_dir, "--ckpt_dir", run, *TINY_FLAGS)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {meta} is not valid JSON (") and err.count("\n") == 1, err
+    assert err.endswith(f"; re-run preprocess.py for {tiny_data_dir}\n") and not run.exists()
+
+
+def test_a_finished_run_names_the_flags_that_train_it_further_and_they_do(tiny_data_dir: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(tiny_data_dir, run))
+    resume = ["--data_dir", tiny_data_dir, "--ckpt_dir", tmp_path / "more", "--resume", run / "last.pt"]
+    assert main(cli(*resume)) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {run / 'last.pt'} already finished its epochs (epoch 3); to train it further pass "
+                   "--epochs E --schedule_epochs E with E above 3 (its one-cycle schedule ends at epoch 3), or start a "
+                   "new run\n")
+    report = train(cli(*resume, "--epochs", 5, "--schedule_epochs", 5))
+    assert report["epochs"] == 5 and [r["epoch"] for r in load_checkpoint(tmp_path / "more" / "last.pt")["state"]
+                                      ["history"]] == [1, 2, 3, 4, 5]
+
+
+def test_a_run_stopped_early_is_not_sent_to_epochs_that_cannot_help(tiny_data_dir: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(tiny_data_dir, run))
+    ckpt = load_checkpoint(run / "last.pt")
+    ckpt["state"].update(stopped_early=True, epoch=2)
+    save_checkpoint(ckpt, run / "last.pt")
+    assert main(tiny_config(tiny_data_dir, run, epochs=None, resume=str(run / "last.pt"))) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {run / 'last.pt'} already stopped early by --patience (epoch 2); resume it into another "
+                   "--ckpt_dir (a new best.pt and patience count), or start a new run\n")
+
+
+def test_a_busy_run_dir_is_refused_without_claiming_to_continue_it(tiny_data_dir: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert train(tiny_config(tiny_data_dir, run, stop_after_epoch=1)) is None
+    capsys.readouterr()
+    fd = os.open(run, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(tiny_config(tiny_data_dir, run)) == 2
+    finally:
+        os.close(fd)
+    out, err = capsys.readouterr()
+    assert out == "" and err == (f"error: another training run is using {run}; wait for it to end or choose another "
+                                 "--ckpt_dir\n")
+
+
+def ensemble_dir(folder: Path) -> Path:
+    """What train_1d_baseline.py --seeds leaves: member folders, the ensemble's metrics.json and roc_curves.png."""
+    for seed in (0, 1):
+        (folder / f"seed{seed}").mkdir(parents=True)
+        (folder / f"seed{seed}" / "best.pt").write_bytes(b"member")
+    (folder / "metrics.json").write_text('{"members": []}\n')
+    (folder / "roc_curves.png").write_bytes(b"png")
+    return folder
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_single_run_into_an_ensemble_dir_is_refused(tiny_data_dir: Path, tmp_path: Path, overwrite: bool,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    ens = ensemble_dir(tmp_path / "ens")
+    before = sorted(str(p.relative_to(ens)) for p in ens.rglob("*"))
+    assert main(tiny_config(tiny_data_dir, ens, overwrite=overwrite)) == 2
+    assert capsys.readouterr().err == (
+        f"error: {ens} is an ensemble dir (seed0/, seed1/ of train_1d_baseline.py --seeds), not a single run's; "
+        "choose another --ckpt_dir, continue the ensemble with --seeds, or remove the folder yourself to reuse its "
+        "name (--overwrite does not remove ensemble members)\n")
+    assert sorted(str(p.relative_to(ens)) for p in ens.rglob("*")) == before
+
+
+def test_a_run_dir_without_last_pt_is_not_sent_to_resume_it(tiny_data_dir: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text("{}\n")
+    assert main(tiny_config(tiny_data_dir, run)) == 2
+    assert capsys.readouterr().err == (f"error: {run} holds another run (metrics.json); choose another --ckpt_dir, "
+                                       "or pass --overwrite to replace it\n")
+
+
+def test_model_options_on_resume_are_the_checkpoints_and_another_value_is_refused(
+        tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert train(cli("--data_dir", tiny_data_dir, "--ckpt_dir", run, "--epochs", 2, "--stop_after_epoch", 1,
+                     *TINY_FLAGS)) is None
+    resume = ["--data_dir", tiny_data_dir, "--ckpt_dir", run, "--resume", run / "last.pt"]
+    assert main(cli(*resume, "--width", 16, "--kernel_size", 5)) == 2
+    assert capsys.readouterr().err == (
+        f"error: {run / 'last.pt'} holds a model of --width 8, not the --width 16 given; a run started from a "
+        "checkpoint keeps its model: drop --width, or start a new run without --resume/--init_from\n")
+    report = train(cli(*resume))
+    assert report["model_hparams"]["width"] == report["config"]["width"] == 8
+    assert {name: report["config"][name] for name in ("stages", "blocks", "kernel_size")} == \
+        {"stages": 2, "blocks": 1, "kernel_size": 5}
+
+
+def with_split_id(data_dir: Path, split_id: str) -> Path:
+    """Mark a data dir as a PDD stage cut from the easy/medium/hard split `split_id` (pdd_folder_generator.py)."""
+    meta = json.loads((data_dir / "meta.json").read_text())
+    meta["pdd"] = {"split_id": split_id, "train_until_epoch": 1, "schedule_epochs": 2}
+    (data_dir / "meta.json").write_text(json.dumps(meta))
+    return data_dir
+
+
+def test_resuming_a_stage_of_one_pdd_split_on_a_stage_of_another_is_refused(tiny_make_data_dir, tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture) -> None:
+    stage1 = with_split_id(tiny_make_data_dir("stage1"), "split-aaa")
+    stage2 = with_split_id(tiny_make_data_dir("stage2", seed=1), "split-bbb")
+    train(tiny_config(stage1, tmp_path / "s1", epochs=None))
+    assert load_checkpoint(tmp_path / "s1" / "last.pt")["pdd_split_id"] == "split-aaa"
+    s2 = tmp_path / "s2"
+    assert main(tiny_config(stage2, s2, epochs=2, resume=str(tmp_path / "s1" / "last.pt"))) == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 's1' / 'last.pt'} was trained on a stage of PDD split split-aaa, but {stage2} is a "
+        "stage of split split-bbb; rebuild all stages from one split with pdd_folder_generator.py, or start afresh "
+        "without --resume\n")
+    assert not s2.exists()
+    with_split_id(stage2, "split-aaa")
+    assert train(tiny_config(stage2, s2, epochs=2, resume=str(tmp_path / "s1" / "last.pt")))["epochs"] == 2
