@@ -5,9 +5,11 @@
 A PDD stage run needs the baseline run whose checkpoint scored the difficulty; its samples and wall
 time are added to the stage run's own ("total" columns), since staged training cannot exist without it.
 Effective epochs = total samples back-propagated / training records of the full data dir.
+An ensemble dir (train_1d_baseline.py --seeds) is a run too: its best epoch column lists its members'.
 Runs must share their classes and their test records (the data dirs' X_test.npy and y_test.npy fingerprints).
-Each later run is paired with the first: both best.pt score the test records again and the difference of their
-macro-AUCs gets a 95 % interval from the same bootstrap resamples of the records (common/stats.py).
+Each later run is paired with the first: both score the test records again (a run's best.pt, an ensemble's mean of
+its members' best.pt) and the difference of their macro-AUCs gets a 95 % interval from the same bootstrap
+resamples of the records (common/stats.py).
 Under a small test split (fewer than MIN_TEST_RECORDS records, or a class with fewer than MIN_TEST_POSITIVES
 positives or negatives) a note says how far a single test record moves the AUCs.
 """
@@ -24,6 +26,8 @@ from common.cli import quiet_interrupts  # noqa: E402
 if __name__ == "__main__":
     quiet_interrupts()  # before torch loads: Ctrl-C at start-up ends without a traceback
 
+import numpy as np  # noqa: E402
+
 from common.checkpoint import load_model  # noqa: E402
 from common.datadir import load_npy, load_split  # noqa: E402
 from common.device import resolve_device  # noqa: E402
@@ -34,14 +38,22 @@ from common.stats import paired_auc_difference  # noqa: E402
 
 MIN_TEST_RECORDS = 500
 MIN_TEST_POSITIVES = 50
-METRICS_KEYS = ("test", "val", "epochs", "best_epoch", "samples_backpropagated", "wall_seconds", "data_dir",
-                "classes", "multilabel")
+METRICS_KEYS = ("test", "val", "epochs", "samples_backpropagated", "wall_seconds", "data_dir", "classes",
+                "multilabel")
 
 
 def load_run(run_dir: Path) -> dict:
-    """metrics.json of a finished run dir, refused naming the file when it is absent, corrupt or incomplete."""
-    return load_json(run_dir / "metrics.json", f"is {run_dir} a finished run dir of train_1d_baseline.py?",
-                     METRICS_KEYS)
+    """metrics.json of a finished run dir or ensemble dir, refused naming the file when it is absent, corrupt or
+    incomplete (a single run's has a best_epoch, an ensemble's its members and their checkpoints)."""
+    path, fix = run_dir / "metrics.json", f"is {run_dir} a finished run dir of train_1d_baseline.py?"
+    metrics = load_json(path, fix, METRICS_KEYS)
+    return load_json(path, fix, (*METRICS_KEYS, *(("members", "checkpoints") if "members" in metrics
+                                                  else ("best_epoch",))))
+
+
+def checkpoints(run_dir: Path, run_metrics: dict) -> list[Path]:
+    """What scores a run: its best.pt, or an ensemble's member checkpoints (averaged, as predict.py does)."""
+    return [run_dir / c for c in run_metrics["checkpoints"]] if "members" in run_metrics else [run_dir / "best.pt"]
 
 
 def scoring_run(run_metrics: dict) -> tuple[Path | None, int]:
@@ -88,7 +100,9 @@ def describe(run_dir: Path) -> dict:
         "per_class_auc": metrics["test"]["per_class_auc"],
         "test_labels": test_label_counts(metrics),
         "epochs": metrics["epochs"],
-        "best_epoch": metrics["best_epoch"],
+        "best_epoch": ("/".join(str(m["best_epoch"]) for m in metrics["members"]) if "members" in metrics
+                       else metrics["best_epoch"]),
+        "checkpoints": checkpoints(run_dir, metrics),
         "samples": metrics["samples_backpropagated"],
         "scoring_run": str(scorer) if scorer else "",
         "total_samples": total,
@@ -110,21 +124,19 @@ def check_comparable(rows: list[dict]) -> None:
                              "test split")
 
 
-def paired_differences(run_dirs: list[Path], rows: list[dict]) -> str:
+def paired_differences(rows: list[dict]) -> str:
     """Each later run's test macro-AUC minus the first run's, with its paired bootstrap interval, from the test
-    probabilities of each run's best.pt re-scored on the first run's test split."""
-    missing = [d / "best.pt" for d in run_dirs if not (d / "best.pt").is_file()]
+    probabilities of each run's checkpoints (an ensemble's averaged) re-scored on the first run's test split."""
+    missing = [path for row in rows for path in row["checkpoints"] if not path.is_file()]
     if missing:
         return f"paired interval of the macro-AUC difference: not computed, {missing[0]} not found"
     X, y = load_split(rows[0]["data_dir"], "test")
     device = resolve_device("auto")
-    probs = []
-    for run_dir in run_dirs:
-        model, ckpt = load_model(run_dir / "best.pt", device)
-        probs.append(predict_as_trained(model, ckpt, X, device=device))
+    probs = [np.mean([predict_as_trained(*load_model(path, device), X, device=device) for path in row["checkpoints"]],
+                     axis=0) for row in rows]
     results = [paired_auc_difference(run_probs, probs[0], y) for run_probs in probs[1:]]
-    lines = [f"paired bootstrap over the {len(y)} test records, each run's best.pt ({results[0]['resamples']:,} "
-             f"resamples, seed {results[0]['seed']}):"]
+    lines = [f"paired bootstrap over the {len(y)} test records, each run's best.pt (an ensemble's members' mean) "
+             f"({results[0]['resamples']:,} resamples, seed {results[0]['seed']}):"]
     for row, result in zip(rows[1:], results):
         pair = f"  test macro-AUC {row['run']} - {rows[0]['run']}"
         if result["interval"] is None:
@@ -187,7 +199,7 @@ def compare(run_dirs: list[Path], markdown: bool = False) -> str:
     rows = [describe(d) for d in run_dirs]
     check_comparable(rows)
     note = small_test_note(rows[0])
-    paired = f"\n\n{paired_differences(run_dirs, rows)}" if len(rows) > 1 else ""
+    paired = f"\n\n{paired_differences(rows)}" if len(rows) > 1 else ""
     return format_rows(rows, markdown) + paired + (f"\n\n{note}" if note else "")
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from common.datadir import file_sha256, write_json_atomic
+from common.ensemble import train_ensemble
 from common.train import train
 from conftest import run_repo_script, tiny_train_config, with_preprocess_meta
 
@@ -88,7 +89,8 @@ def test_the_paired_interval_rescores_both_runs_best_checkpoints(tiny_data_dir, 
     aucs = {run: json.loads((run / "metrics.json").read_text())["test"]["macro_auc"] for run in (good, weak)}
     result = run_repo_script("bench/compare_runs.py", weak, good)
     assert result.returncode == 0, result.stderr
-    assert "paired bootstrap over the 48 test records, each run's best.pt (1,000 resamples, seed 0):" in result.stdout
+    assert ("paired bootstrap over the 48 test records, each run's best.pt (an ensemble's members' mean) (1,000 "
+            "resamples, seed 0):") in result.stdout
     # re-scoring best.pt gives each run's own test probabilities: the difference is that of the two metrics.json
     line = next(x for x in result.stdout.splitlines() if x.startswith(f"  test macro-AUC {good} - {weak}: "))
     assert f": {aucs[good] - aucs[weak]:+.4f}, 95 % interval [+0." in line and line.endswith("(excludes 0)")
@@ -110,3 +112,18 @@ def test_a_corrupt_or_incomplete_metrics_json_is_named_in_one_line(tmp_path):
     result = run_repo_script("bench/compare_runs.py", a, b)
     assert result.returncode == 2 and f"{metrics} lacks val, epochs" in result.stderr
     assert "Traceback" not in result.stderr and json.loads(metrics.read_text()) == {"test": {}}
+
+
+def test_an_ensemble_dir_is_compared_like_a_run_and_rescored_by_its_members(tiny_data_dir, tmp_path):
+    data, single, ens = with_preprocess_meta(tiny_data_dir), tmp_path / "single", tmp_path / "ens"
+    train(tiny_train_config(data, single, epochs=2))
+    train_ensemble(tiny_train_config(data, ens, epochs=2), [0, 1])
+    aucs = {run: json.loads((run / "metrics.json").read_text())["test"]["macro_auc"] for run in (single, ens)}
+    best = "/".join(str(json.loads((ens / f"seed{s}" / "metrics.json").read_text())["best_epoch"]) for s in (0, 1))
+    result = run_repo_script("bench/compare_runs.py", single, ens)
+    assert result.returncode == 0, result.stderr
+    row = next(x for x in result.stdout.splitlines() if x.startswith(str(ens)))
+    assert f"{aucs[ens]:.4f}" in row and f" {best} " in row
+    # re-scoring the members' mean gives the ensemble's own test probabilities: the difference of the metrics.json
+    line = next(x for x in result.stdout.splitlines() if x.startswith(f"  test macro-AUC {ens} - {single}: "))
+    assert f": {aucs[ens] - aucs[single]:+.4f}, 95 % interval [" in line
