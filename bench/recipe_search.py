@@ -171,7 +171,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Train
                                 allow_abbrev=False)
     p.add_argument("--data_dir", type=Path, default=DEFAULT_DATA_DIR, help="data dir from preprocess.py")
     p.add_argument("--out_dir", type=Path, default=Path("results/recipe_search"), help="runs and result tables")
-    p.add_argument("--recipes", nargs="+", choices=RECIPES, default=["e30", "e20"], help="candidates to train")
+    p.add_argument("--recipes", nargs="+", choices=RECIPES, default=["e15", "e20"],
+                   help="candidates to train (default: e15, the default recipe, and e20)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="distinct, >= 0")
     p.add_argument("--table", type=Path, default=None, help="also write the Markdown table here")
     args, rest = p.parse_known_args(argv)

@@ -43,3 +43,9 @@ def test_table_of_members_and_ensembles_on_validation_then_the_ensemble_command_
     report = train_ensemble(tiny_train_config(tiny_data_dir, out / "e10", epochs=10, lr=3e-4), [0, 2])
     assert (out / "e10" / "seed0" / "best.pt").stat().st_mtime_ns == mtime
     assert report["val"]["macro_auc"] == pytest.approx(aucs[2], abs=1e-6)
+
+
+def test_the_default_recipes_are_recipes(tiny_data_dir, tmp_path):
+    args, base = recipe_search.parse_args(["--data_dir", str(tiny_data_dir), "--out_dir", str(tmp_path / "s")])
+    assert args.recipes == ["e15", "e20"]
+    assert [recipe_search.recipe_config(base, r, args.out_dir).epochs for r in args.recipes] == [15, 20]
