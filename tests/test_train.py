@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
 
 import common.data
 import common.train
 from common.augment import augment, sliding_window_starts
 from common.checkpoint import CheckpointMismatchError, load_checkpoint, load_model, save_checkpoint
 from common.data import TrainBatches, choose_placement
+from common.datadir import fingerprint_arrays
 from common.evaluate import per_record_loss, predict, predict_as_trained
 from common.metrics import summarise, tune_thresholds
 from common.model import build_model, count_parameters
@@ -52,19 +54,50 @@ def assert_same_training_state(a: dict, b: dict) -> None:
         assert a["state"][key] == b["state"][key], key
 
 
-def assert_intervals_hold_the_auc(test: dict) -> None:
-    """The test split's bootstrap intervals: 1,000 resamples, seed 0, lo <= AUC <= hi for the macro and each class."""
+def pairwise_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """ROC AUC as the share of (positive, negative) pairs ranked right, ties half: the Mann-Whitney definition."""
+    diff = scores[positive][:, None] - scores[~positive][None, :]
+    return float(((diff > 0) + 0.5 * (diff == 0)).mean())
+
+
+def assert_intervals_are_a_plain_bootstrap(test: dict, probs: np.ndarray, y: np.ndarray) -> None:
+    """The test split's 95 % intervals are the 2.5th and 97.5th percentiles over 1,000 resamples of the records
+    (numpy's default_rng(0).integers draws), recomputed here pair by pair: per class over the resamples where it
+    has both labels, the macro over each resample's classes with both labels."""
     assert test["auc_ci95_bootstrap"] == {"resamples": 1000, "seed": 0}
-    lo, hi = test["macro_auc_ci95"]
-    assert lo <= test["macro_auc"] <= hi
-    for c, auc in test["per_class_auc"].items():
-        lo, hi = test["per_class_auc_ci95"][c]
-        assert lo <= auc <= hi, c
+    targets = y > 0.5 if y.ndim == 2 else np.eye(probs.shape[1], dtype=bool)[y]
+    per_class: list[list[float]] = [[] for _ in range(probs.shape[1])]
+    macros = []
+    for rows in np.random.default_rng(0).integers(0, len(y), (1000, len(y))):
+        aucs = [pairwise_auc(probs[rows, k], targets[rows, k]) if 0 < targets[rows, k].sum() < len(rows) else None
+                for k in range(probs.shape[1])]
+        for k, auc in enumerate(aucs):
+            if auc is not None:
+                per_class[k].append(auc)
+        defined = [auc for auc in aucs if auc is not None]
+        if defined:
+            macros.append(np.mean(defined))
+    assert test["macro_auc_ci95"] == pytest.approx(np.percentile(macros, [2.5, 97.5]), abs=1e-9)
+    for k, c in enumerate(test["per_class_auc"]):
+        assert test["per_class_auc_ci95"][c] == pytest.approx(np.percentile(per_class[k], [2.5, 97.5]), abs=1e-9), c
+
+
+def best_test_probs(run: Path, data_dir: Path) -> np.ndarray:
+    """The test probabilities of the run's best.pt."""
+    model, ckpt = load_model(run / "best.pt")
+    return predict_as_trained(model, ckpt, np.load(data_dir / "X_test.npy"))
 
 
 def test_model_output_shape_and_size() -> None:
     model = build_model()
-    assert 100_000 < count_parameters(model) < 10_000_000
+    # default: 12 leads, 5 classes, width 32, 3 stages of 1 block, kernel 7, stem kernel 15; convs have no bias,
+    # each BatchNorm has 2 parameters per channel, a stage-changing block adds a 1x1 conv + BatchNorm shortcut
+    stem = 12 * 32 * 15 + 2 * 32                                                 # 5,824
+    stage1 = 2 * (32 * 32 * 7 + 2 * 32)                                          # 14,464
+    stage2 = 32 * 64 * 7 + 64 * 64 * 7 + 2 * 2 * 64 + 32 * 64 + 2 * 64            # 45,440
+    stage3 = 64 * 128 * 7 + 128 * 128 * 7 + 2 * 2 * 128 + 64 * 128 + 2 * 128      # 180,992
+    head = 2 * 128 * 5 + 5                                                        # mean+max pooled 256 -> 5: 1,285
+    assert count_parameters(model) == stem + stage1 + stage2 + stage3 + head == 248_005
     for length in (250, 1250):
         assert model(torch.randn(3, 12, length)).shape == (3, 5)
     assert build_model(n_leads=1, n_classes=2, width=4, stages=1, blocks=1)(torch.randn(2, 1, 30)).shape == (2, 2)
@@ -152,14 +185,13 @@ def test_training_learns_and_writes_the_run_dir(tiny_data_dir: Path, tmp_path: P
             "n_params", "config"} <= metrics.keys()
     assert {"macro_auc", "per_class_auc", "macro_f1", "thresholds"} <= metrics["test"].keys()
     assert metrics["test"]["thresholds"] == metrics["val"]["thresholds"]
-    assert_intervals_hold_the_auc(metrics["test"])
     assert (run / "roc_curves.png").read_bytes().startswith(PNG_SIGNATURE)
-    model, ckpt = load_model(run / "best.pt")
-    assert ckpt["state"]["epoch"] == metrics["best_epoch"]
-    probs = predict(model, np.load(tiny_data_dir / "X_test.npy", mmap_mode="r"), ckpt["normalisation"],
-                    ckpt["multilabel"], ckpt["input_shape"]["window"])
-    test_y = np.load(tiny_data_dir / "y_test.npy")
-    assert summarise(probs, test_y, True, ckpt["classes"])["macro_auc"] == pytest.approx(metrics["test"]["macro_auc"])
+    assert load_checkpoint(run / "best.pt")["state"]["epoch"] == metrics["best_epoch"]
+    probs, test_y = best_test_probs(run, tiny_data_dir), np.load(tiny_data_dir / "y_test.npy")
+    aucs = [roc_auc_score(test_y[:, k], probs[:, k]) for k in range(3)]
+    assert metrics["test"]["per_class_auc"] == pytest.approx(dict(zip(["C0", "C1", "C2"], aucs)), abs=1e-9)
+    assert metrics["test"]["macro_auc"] == pytest.approx(np.mean(aucs), abs=1e-9)
+    assert_intervals_are_a_plain_bootstrap(metrics["test"], probs, test_y)
 
 
 def test_single_label_reports_accuracy_and_macro_f1(tiny_make_data_dir, tmp_path: Path) -> None:
@@ -167,7 +199,9 @@ def test_single_label_reports_accuracy_and_macro_f1(tiny_make_data_dir, tmp_path
     report = train(tiny_config(data_dir, tmp_path / "run", epochs=5))
     assert report["test"]["accuracy"] > 0.8 and report["test"]["macro_f1"] > 0.7
     assert report["test"]["macro_auc"] > 0.9 and "thresholds" not in report["test"]
-    assert_intervals_hold_the_auc(report["test"])
+    probs, test_y = best_test_probs(tmp_path / "run", data_dir), np.load(data_dir / "y_test.npy")
+    assert report["test"]["accuracy"] == pytest.approx(np.mean(probs.argmax(axis=1) == test_y), abs=1e-12)
+    assert_intervals_are_a_plain_bootstrap(report["test"], probs, test_y)
 
 
 def test_two_plus_two_epochs_equal_four(tiny_data_dir: Path, tmp_path: Path) -> None:
@@ -228,17 +262,28 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data_dir: Pat
     assert (run / "last.pt").read_bytes() == good
 
 
+def refingerprint(data_dir: Path) -> None:
+    """Record the arrays' current fingerprint in meta.json, as the stage that wrote them would."""
+    meta = json.loads((data_dir / "meta.json").read_text())
+    meta["fingerprint"] = fingerprint_arrays(data_dir)
+    (data_dir / "meta.json").write_text(json.dumps(meta))
+
+
 @pytest.mark.parametrize("split", ["train", "val", "test"])
 def test_non_finite_values_in_any_split_are_refused_at_load(tiny_data_dir: Path, tmp_path: Path, split: str,
                                                             capsys: pytest.CaptureFixture) -> None:
     X = np.load(tiny_data_dir / f"X_{split}.npy")
     X[5, 3, 17] = np.nan
     np.save(tiny_data_dir / f"X_{split}.npy", X)
+    refingerprint(tiny_data_dir)  # as if preprocess.py had written the NaN: only the NaN check can refuse it
     assert main(tiny_config(tiny_data_dir, tmp_path / "run")) == 2
-    assert f"X_{split}.npy" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert capsys.readouterr().err == (f"error: X_{split}.npy in {tiny_data_dir} has NaN/Inf values (first in row 5); "
+                                       "repair or drop those records and re-run preprocess.py\n")
+    assert not (tmp_path / "run").exists()
 
 
-def test_bad_inputs_fail_early_naming_the_fix(tiny_data_dir: Path, tmp_path: Path, capsys) -> None:
+def test_bad_inputs_fail_early_naming_the_fix(tiny_data_dir: Path, tiny_make_data_dir, tmp_path: Path,
+                                              capsys) -> None:
     def error_of(cfg: TrainConfig) -> str:
         assert main(cfg) == 2
         return capsys.readouterr().err
@@ -249,8 +294,10 @@ def test_bad_inputs_fail_early_naming_the_fix(tiny_data_dir: Path, tmp_path: Pat
     assert "--resume a.pt is not a file" in both
     (tiny_data_dir / "X_test.npy").unlink()
     assert "X_test.npy not found" in error_of(tiny_config(tiny_data_dir, tmp_path / "run"))
-    np.save(tiny_data_dir / "y_val.npy", np.zeros((48, 2), dtype=np.float32))
-    assert "y_val.npy has shape (48, 2)" in error_of(tiny_config(tiny_data_dir, tmp_path / "run"))
+    other = tiny_make_data_dir("two_columns")
+    np.save(other / "y_val.npy", np.zeros((48, 2), dtype=np.float32))
+    refingerprint(other)
+    assert "y_val.npy has shape (48, 2)" in error_of(tiny_config(other, tmp_path / "run"))
 
 
 def test_seed_command_line_runs(tiny_data_dir: Path, tmp_path: Path) -> None:
@@ -296,7 +343,11 @@ def test_ddp_with_two_cpu_processes_writes_the_run_dir_once(tiny_data_dir: Path,
     assert result.stdout.count("epoch 1/2:") == 1 and result.stdout.count("test macro AUC") == 1
     assert {p.name for p in run.iterdir()} == RUN_FILES
     assert [int(r["samples_backpropagated"]) for r in read_history(run)] == [96, 192]
-    assert json.loads((run / "metrics.json").read_text())["test"]["macro_auc"] is not None
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["samples_backpropagated"] == 192
+    probs, test_y = best_test_probs(run, tiny_data_dir), np.load(tiny_data_dir / "y_test.npy")
+    assert metrics["test"]["macro_auc"] == pytest.approx(np.mean([roc_auc_score(test_y[:, k], probs[:, k])
+                                                                  for k in range(3)]), abs=1e-9)
 
 
 @pytest.mark.parametrize("options", [dict(amp="on"), dict(amp="fp16"), dict(workers=2), dict(placement="mmap")],
