@@ -211,7 +211,7 @@ def test_a_record_listed_twice_in_a_ptbxl_table_is_refused_or_deduplicated(raw, 
 
 def test_a_record_listed_twice_in_a_generic_csv_is_refused(raw, tmp_path):
     table = pd.read_csv(raw / "ptbxl_database.csv")
-    rows = pd.DataFrame({"record": table["filename_lr"], "labels": "A", "patient_id": table["patient_id"]})
+    rows = pd.DataFrame({"record": table["filename_lr"], "labels": "A", "patient_id": table["patient_id"].astype(str)})
     rows.loc[len(rows)] = ["./" + rows.loc[4, "record"] + ".hea", "B", "p"]
     rows.loc[len(rows)] = [rows.loc[7, "record"], "B", "q"]
     rows.to_csv(tmp_path / "g.csv", index=False)
