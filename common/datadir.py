@@ -226,7 +226,7 @@ def remove_stale_temp_files(path: Path) -> None:
             temp.unlink(missing_ok=True)
 
 
-def _remove_stale_staging(out_dir: Path) -> None:
+def remove_stale_staging(out_dir: Path) -> None:
     """Clear what staged_output_dir runs killed before their clean-up left beside out_dir.
 
     Only its own names are touched, and only when the process named in them is gone:
@@ -245,27 +245,35 @@ def _remove_stale_staging(out_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_output_dir(out_dir: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling of out_dir; on success it replaces out_dir, on error it is removed.
-
-    An interrupted or failed run therefore leaves the previous out_dir untouched, and what a killed
-    run left behind is cleared by the next one (see _remove_stale_staging). A folder that cannot be
-    written fails naming out_dir and why (cannot_write).
-    """
+def staging_dir(out_dir: str | Path) -> Iterator[Path]:
+    """Yield a new temporary sibling of out_dir (`.NAME.tmp-PID-*`), removed when the block fails; what killed runs
+    left beside out_dir is cleared first (see remove_stale_staging). A folder that cannot be written fails naming
+    out_dir and why (cannot_write). The caller moves what it wants out of it on success."""
     out_dir = Path(out_dir)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_staging(out_dir)
+        remove_stale_staging(out_dir)
         tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-{os.getpid()}-"))
     except OSError as e:
         raise cannot_write(out_dir, e) from None
     try:
         os.chmod(tmp, 0o755)
         yield tmp
-        _swap_in(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def staged_output_dir(out_dir: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of out_dir; on success it replaces out_dir, on error it is removed.
+
+    An interrupted or failed run therefore leaves the previous out_dir untouched, and what a killed
+    run left behind is cleared by the next one (see remove_stale_staging).
+    """
+    with staging_dir(out_dir) as tmp:
+        yield tmp
+        _swap_in(tmp, Path(out_dir))
 
 
 def _swap_in(tmp: Path, out_dir: Path) -> None:

@@ -16,10 +16,8 @@ import json
 import logging
 import math
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -31,8 +29,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from common import ptbxl, signals, splits
-from common.datadir import (ARRAY_NAMES, DEFAULT_DATA_DIR, META_NAME, SPLITS, _remove_stale_staging,
-                            fingerprint_arrays, load_meta, write_json_atomic)
+from common.datadir import (ARRAY_NAMES, DEFAULT_DATA_DIR, META_NAME, SPLITS, fingerprint_arrays, load_meta,
+                            staging_dir, write_json_atomic)
 from common.locks import try_lock
 from common.pdd import DIFFICULTY_JSON, DIFFICULTY_NPY
 
@@ -202,20 +200,6 @@ def out_dir_locked(out_dir: Path) -> Iterator[None]:
         for folder in created:  # deepest first; one holding anything stays
             with contextlib.suppress(OSError):
                 folder.rmdir()
-
-
-@contextlib.contextmanager
-def staging_folder(out_dir: Path) -> Iterator[Path]:
-    """A new temporary folder beside out_dir, removed when the block fails; what killed runs left is cleared first
-    (the names of datadir.staged_output_dir, so its clean-up applies)."""
-    _remove_stale_staging(out_dir)
-    stage = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-{os.getpid()}-"))
-    os.chmod(stage, 0o755)
-    try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
 
 
 def move_aside_stale(out_dir: Path, old_fingerprint: str) -> None:
@@ -569,7 +553,7 @@ def _preprocess_locked(cfg: PreprocessConfig, command: str, meta_csv: Path, star
     log.info("%d records, %d classes, %g Hz, length %d (centre-crop / zero-pad at end)", len(table), len(classes), fs, length)
 
     out_dir = cfg.out_dir.resolve()
-    with staging_folder(out_dir) as tmp:
+    with staging_dir(out_dir) as tmp:
         members = {name: np.flatnonzero(assignment == name) for name in SPLITS}
         per_task = max(1, CHUNK_BYTES // (12 * length * np.dtype(np.float32).itemsize))
         tasks = []
