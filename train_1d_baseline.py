@@ -1,4 +1,4 @@
-"""Train the residual 1D CNN baseline on a data dir (PIPELINE.md); all logic lives in common/train.py.
+"""Train the residual 1D CNN baseline on a data dir (docs/PIPELINE.md); all logic lives in common/train.py.
 
     python train_1d_baseline.py --data_dir results/baseline --ckpt_dir baseline_ckpt
     python train_1d_baseline.py --data_dir results/pdd/stage2 --ckpt_dir pdd_ckpt/stage2 \\

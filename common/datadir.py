@@ -1,4 +1,4 @@
-"""Read and write a "data dir": X_/y_ train/val/test .npy arrays plus meta.json (see PIPELINE.md)."""
+"""Read and write a "data dir": X_/y_ train/val/test .npy arrays plus meta.json (see docs/PIPELINE.md)."""
 from __future__ import annotations
 
 import contextlib

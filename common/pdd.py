@@ -1,6 +1,6 @@
 """Staged Progressive Data Dropout: difficulty buckets and the stage data dirs built from them.
 
-Files (PIPELINE.md): the data dir holds difficulty.npy + difficulty.json (written by
+Files (docs/PIPELINE.md): the data dir holds difficulty.npy + difficulty.json (written by
 compute_difficulty.py); pdd_split.py writes splits.json and {easy,medium,hard}_idx.npy; each
 stage folder is a complete data dir whose val/test arrays are links to the source's.
 difficulty.json and splits.json record the SHA-256 of the arrays written with them, so a set mixed from two

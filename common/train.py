@@ -1,4 +1,4 @@
-"""Train the residual 1D CNN on a data dir (PIPELINE.md): config, input checks, epoch loop, checkpoints, report.
+"""Train the residual 1D CNN on a data dir (docs/PIPELINE.md): config, input checks, epoch loop, checkpoints, report.
 
 train(cfg): check the config -> continue this command's killed run if ckpt_dir holds one -> load the
 --resume / --init_from checkpoint and fill the options left open (resolve_config) -> load and check the data

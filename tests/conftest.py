@@ -1,5 +1,5 @@
 """Shared fixtures. The real PTB-XL sample lives in ../shared beside the project; tiny_* fixtures write
-tiny synthetic data dirs in the PIPELINE.md layout, fast to train on."""
+tiny synthetic data dirs in the docs/PIPELINE.md layout, fast to train on."""
 from __future__ import annotations
 
 import os

@@ -257,7 +257,7 @@ def test_staged_training_resumes_across_stages_continuing_epochs(trained, tmp_pa
     stages = generate_stages(data, tmp_path / "pdd", tmp_path / "pdd", stage_epochs=(1, 2, 1))
     sizes = [json.loads((s / "meta.json").read_text())["counts"]["train"] for s in stages]
     previous = None
-    for k, stage in enumerate(stages, start=1):  # the PIPELINE.md stage commands: no --epochs given
+    for k, stage in enumerate(stages, start=1):  # the docs/PIPELINE.md stage commands: no --epochs given
         train(TrainConfig(data_dir=str(stage), ckpt_dir=str(tmp_path / f"stage{k}"),
                           resume=str(previous) if previous else None, **TINY_TRAIN))
         previous = tmp_path / f"stage{k}" / "last.pt"
