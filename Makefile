@@ -15,7 +15,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-export.tx
 # The seed README's commands, in order, then the three resumed PDD stages and the comparison. Training refuses a
 # --ckpt_dir holding a finished run, so a second demo stops before it starts, instead of half-way.
 demo: $(VENV)/.installed
-	@for dir in baseline_ckpt pdd_ckpt; do if [ -e $$dir ]; then echo "make demo: $$dir/ holds an earlier run, which training will not replace; run make clean first (it deletes raw_data, results, baseline_ckpt and pdd_ckpt)" >&2; exit 2; fi; done
+	@for dir in baseline_ckpt pdd_ckpt; do if [ -e $$dir ]; then echo "make demo: $$dir/ holds an earlier run, which training will not replace; run make clean first (it deletes results, baseline_ckpt, pdd_ckpt and the generated raw_data)" >&2; exit 2; fi; done
 	$(PY) make_demo_data.py --out_dir raw_data --with_500hz
 	$(PY) preprocess.py --input_dir raw_data --meta_csv labels.csv --out_dir results/baseline --length 5000 --test_frac 0.1 --val_frac 0.1
 	$(PY) train_1d_baseline.py --data_dir results/baseline --epochs 30 --batch_size 32 --ckpt_dir baseline_ckpt --augment
