@@ -4,17 +4,16 @@ import logging
 import sys
 from pathlib import Path
 
-from common.cli import quiet_interrupts
+from common.cli import quiet_interrupts, run_cli
 
 if __name__ == "__main__":
     quiet_interrupts()  # before torch loads: Ctrl-C at start-up ends without a traceback
 
 from common.datadir import DEFAULT_DATA_DIR  # noqa: E402
 from common.difficulty import SCORES, compute_difficulty  # noqa: E402
-from common.train import NonFiniteLossError, TrainingInterrupted  # noqa: E402
 
 
-def main() -> int:
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data_dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--ckpt", type=Path, default=Path("baseline_ckpt/best.pt"), help="trained checkpoint")
@@ -29,22 +28,11 @@ def main() -> int:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        scores = compute_difficulty(args.data_dir, args.ckpt, args.score, args.oof, args.oof_dir, args.oof_epochs,
-                                    args.batch_size, args.device)
-    except (OSError, ValueError) as exc:
-        logging.error("error: %s", exc)
-        return 2
-    except NonFiniteLossError as exc:
-        logging.error("error: %s", exc)
-        return 3
-    except TrainingInterrupted as exc:
-        logging.error("%s; the out-of-fold runs start again when the command is repeated", exc)
-        return 128 + exc.signum
+    scores = compute_difficulty(args.data_dir, args.ckpt, args.score, args.oof, args.oof_dir, args.oof_epochs,
+                                args.batch_size, args.device)
     print(f"{len(scores)} training records scored ({args.score}): mean {scores.mean():.4f}, "
           f"min {scores.min():.4f}, max {scores.max():.4f}; wrote {args.data_dir}/difficulty.npy, .csv and .json")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, interrupted="the out-of-fold runs start again when the command is repeated"))

@@ -5,12 +5,13 @@ import shlex
 import sys
 from pathlib import Path
 
-from common.cli import quiet_interrupts
+from common.cli import quiet_interrupts, run_cli
 
 if __name__ == "__main__":
     quiet_interrupts()  # Ctrl-C ends with exit 130, keeping the .part files for the next run
 
 from common.download import DEFAULT_BASE_URL, SAMPLING_RATES, DownloadConfig, FetchError, download  # noqa: E402
+from common.errors import PipelineError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> DownloadConfig:
@@ -28,18 +29,15 @@ def parse_args(argv: list[str] | None = None) -> DownloadConfig:
 
 
 def main() -> int:
+    """Exit 1 when a file failed (each is listed) or the checksum list could not be fetched."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = parse_args()
     try:
         failed = download(cfg, command=shlex.join(sys.argv))
     except FetchError as exc:
-        logging.getLogger("download").error("error: %s", exc)
-        return 1
-    except (OSError, ValueError) as exc:
-        logging.getLogger("download").error("error: %s", exc)
-        return 2
+        raise PipelineError(str(exc)) from exc
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -3,9 +3,10 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
-from common.cli import quiet_interrupts
+from common.cli import quiet_interrupts, run_cli
 
 if __name__ == "__main__":
     quiet_interrupts()  # before numpy, pandas and wfdb load: Ctrl-C at start-up ends without a traceback
@@ -14,7 +15,7 @@ from demo.dataset import generate_demo_dataset  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Parse the command line, generate the dataset and print its summary; bad input exits 2 with one line."""
+    """Parse the command line, generate the dataset and print its summary."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out_dir", type=Path, default=Path("raw_data"),
                    help="dataset root to create, or a previous demo dataset to replace")
@@ -23,13 +24,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--with_500hz", action="store_true", help="also write records500/ (5000 samples per record)")
     args = p.parse_args(argv)
     start = time.perf_counter()
-    try:
-        summary = generate_demo_dataset(args.out_dir, args.n_records, args.seed, args.with_500hz)
-    except (OSError, ValueError) as error:
-        p.exit(2, f"error: {error}\n")
+    summary = generate_demo_dataset(args.out_dir, args.n_records, args.seed, args.with_500hz)
     print(json.dumps(summary | {"seconds": round(time.perf_counter() - start, 1)}, indent=2))
     return summary
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_cli(partial(main, sys.argv[1:])))

@@ -4,7 +4,7 @@ import logging
 import sys
 from pathlib import Path
 
-from common.cli import quiet_interrupts
+from common.cli import quiet_interrupts, run_cli
 
 if __name__ == "__main__":
     quiet_interrupts()  # before torch loads: Ctrl-C at start-up ends without a traceback
@@ -13,7 +13,7 @@ from common.datadir import DEFAULT_DATA_DIR, DEFAULT_PDD_DIR  # noqa: E402
 from common.pdd import HISTOGRAM_PNG, SPLITS_JSON, format_table, split_difficulty  # noqa: E402
 
 
-def main() -> int:
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data_dir", type=Path, default=DEFAULT_DATA_DIR, help="data dir holding difficulty.npy")
     p.add_argument("--out_dir", type=Path, default=DEFAULT_PDD_DIR)
@@ -23,17 +23,12 @@ def main() -> int:
                    help="take the quantiles within each record's (rarest) class so every bucket keeps every class")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        result = split_difficulty(args.data_dir, args.out_dir, tuple(args.fractions), args.per_class)
-    except (OSError, ValueError) as exc:
-        logging.error("error: %s", exc)
-        return 2
+    result = split_difficulty(args.data_dir, args.out_dir, tuple(args.fractions), args.per_class)
     classes = list(result["buckets"]["easy"]["class_balance"])
     print(format_table(result["buckets"], classes))
     print(f"thresholds {result['thresholds']}; wrote {args.out_dir}/{SPLITS_JSON}, "
           f"{{easy,medium,hard}}_idx.npy and {HISTOGRAM_PNG}")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

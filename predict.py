@@ -4,13 +4,16 @@ import logging
 import sys
 from pathlib import Path
 
-from common.cli import quiet_interrupts
+from common.cli import quiet_interrupts, run_cli
 
 if __name__ == "__main__":
     quiet_interrupts()  # before torch loads: Ctrl-C at start-up ends without a traceback
 
+from common.errors import ConfigError  # noqa: E402
 from common.export import export_onnx  # noqa: E402
 from common.inference import run_predict  # noqa: E402
+
+BAD_INPUT = (OSError, ValueError, RuntimeError)  # RuntimeError: an ONNX export onnxruntime does not reproduce
 
 
 def main() -> int:
@@ -32,19 +35,15 @@ def main() -> int:
     p.add_argument("--batch_size", type=int, default=512, help="windows per forward pass")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        if args.export is not None:
-            if len(args.ckpt) != 1 or args.ckpt[0].is_dir():
-                raise ValueError("--export takes one checkpoint file: an ensemble's mean over members is not one "
-                                 "window scorer")
-            export_onnx(args.ckpt[0], args.export)
-            return 0
-        leads = [name.strip() for name in args.leads.split(",")] if args.leads else None
-        return run_predict(args.ckpt, args.input, args.out, args.fs, leads, args.device, args.batch_size)
-    except (OSError, ValueError, RuntimeError) as exc:  # CheckpointError is a ValueError
-        logging.getLogger("predict").error("error: %s", exc)
-        return 2
+    if args.export is not None:
+        if len(args.ckpt) != 1 or args.ckpt[0].is_dir():
+            raise ConfigError("--export takes one checkpoint file: an ensemble's mean over members is not one window "
+                              "scorer")
+        export_onnx(args.ckpt[0], args.export)
+        return 0
+    leads = [name.strip() for name in args.leads.split(",")] if args.leads else None
+    return run_predict(args.ckpt, args.input, args.out, args.fs, leads, args.device, args.batch_size)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, BAD_INPUT))

@@ -5,7 +5,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from common.cli import quiet_interrupts
+from common.cli import quiet_interrupts, run_cli
 
 if __name__ == "__main__":
     quiet_interrupts()  # before numpy, pandas and scipy load: Ctrl-C at start-up ends without a traceback
@@ -55,16 +55,10 @@ def parse_args(argv: list[str] | None = None) -> PreprocessConfig:
     return PreprocessConfig(**{k: (tuple(v) if k == "bandpass" and v else v) for k, v in vars(args).items()})
 
 
-def main() -> int:
+def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = parse_args()
-    try:
-        preprocess(cfg, command=shlex.join(sys.argv))
-    except (OSError, ValueError, RuntimeError) as exc:
-        logging.getLogger("preprocess").error("error: %s", exc)
-        return 2
-    return 0
+    preprocess(parse_args(), command=shlex.join(sys.argv))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, bad_input=(OSError, ValueError, RuntimeError)))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.cli import quiet_interrupts  # noqa: E402
+from common.cli import quiet_interrupts, run_cli  # noqa: E402
 
 if __name__ == "__main__":
     quiet_interrupts()  # before torch loads: Ctrl-C at start-up ends without a traceback
@@ -32,8 +32,8 @@ from common.checkpoint import load_model  # noqa: E402
 from common.datadir import load_npy, load_split  # noqa: E402
 from common.device import resolve_device  # noqa: E402
 from common.evaluate import predict_as_trained  # noqa: E402
+from common.files import load_json  # noqa: E402
 from common.labels import one_hot  # noqa: E402
-from common.pdd import load_json  # noqa: E402
 from common.stats import paired_auc_difference  # noqa: E402
 
 MIN_TEST_RECORDS = 500
@@ -203,18 +203,13 @@ def compare(run_dirs: list[Path], markdown: bool = False) -> str:
     return format_rows(rows, markdown) + paired + (f"\n\n{note}" if note else "")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dirs", type=Path, nargs="+", help="run dirs holding metrics.json")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = p.parse_args(argv)
-    try:
-        print(compare(args.run_dirs, args.markdown))
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    print(compare(args.run_dirs, args.markdown))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -25,9 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.loops import BusySampler, dataloader_loop, our_loop  # noqa: E402
 from common.augment import window_samples  # noqa: E402
+from common.config import TrainConfig  # noqa: E402
 from common.data import TrainBatches  # noqa: E402
 from common.datadir import SPLITS, fingerprint_arrays, load_meta, load_split, write_json_atomic  # noqa: E402
-from common.train import TrainConfig, amp_dtype_for, load_data, train  # noqa: E402
+from common.run import amp_dtype_for  # noqa: E402
+from common.train import train  # noqa: E402
+from common.traindata import load_data  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

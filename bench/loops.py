@@ -1,5 +1,5 @@
 """Two training loops over the same model and records, timed the same way, for the throughput benchmarks:
-the pipeline's own (common/data.py batches, common/train.py steps) and the usual Dataset + DataLoader loop.
+the pipeline's own (common/data.py batches, common/step.py steps) and the usual Dataset + DataLoader loop.
 
 Both back-propagate random 2.5 s windows, z-scored per lead, through the default model with the same
 optimizer and autocast; the timings synchronise the device before reading the clock.
@@ -17,10 +17,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from common.config import TrainConfig
 from common.cuda_graph import GraphedStep
 from common.data import TrainBatches
+from common.distributed import Dist
+from common.loop import epoch_batches, epoch_rows
 from common.model import build_model
-from common.train import Dist, StopFlag, TrainConfig, TrainState, epoch_batches, epoch_rows, loss_fn, train_epoch
+from common.step import Step, StopFlag, TrainState, loss_fn, train_epoch
 
 
 class PerSampleDataset(Dataset):
@@ -112,8 +115,9 @@ def our_loop(batches_of: TrainBatches, n_classes: int, multilabel: bool, cfg: Tr
         return ((b, *batches_of.get_batch(0, b, rows[b])) for b in range(first, last))
 
     def steps(first: int, last: int) -> None:
-        train_epoch(model, optimizer, scaler, stream(first, last), lambda b: cfg.lr, multilabel, amp_dtype,
-                    Dist(device), StopFlag(), TrainState(batches_done=first), tqdm(disable=True), graphed=graphed)
+        step = Step(model, optimizer, scaler, amp_dtype, multilabel, Dist(device), graphed=graphed)
+        train_epoch(step, stream(first, last), lambda b: cfg.lr, StopFlag(), TrainState(batches_done=first),
+                    tqdm(disable=True))
 
     def data_only() -> None:
         for _ in stream(warmup, warmup + n_batches):

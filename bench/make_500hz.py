@@ -18,7 +18,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common.cli import quiet_interrupts  # noqa: E402
+from common.cli import quiet_interrupts, run_cli  # noqa: E402
 
 if __name__ == "__main__":
     quiet_interrupts()  # before numpy and scipy load: Ctrl-C at start-up ends without a traceback
@@ -27,9 +27,10 @@ from tqdm import tqdm  # noqa: E402
 
 from common import signals  # noqa: E402
 from common.datadir import staged_output_dir  # noqa: E402
-from common.pdd import link_file  # noqa: E402
-from common.preprocess import start_worker  # noqa: E402
+from common.errors import ConfigError  # noqa: E402
+from common.files import link_file  # noqa: E402
 from common.ptbxl import read_database  # noqa: E402
+from common.readers import start_worker  # noqa: E402
 from demo.dataset import write_wfdb  # noqa: E402
 
 TARGET_FS = 500
@@ -65,7 +66,7 @@ def make_500hz(src: Path, dest: Path, workers: int) -> int:
     return len(jobs)
 
 
-def main() -> int:
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", type=Path, help="restored PTB-XL dev pack (ptbxl_database.csv, records100/)")
     p.add_argument("dest", type=Path, help="folder to create")
@@ -73,17 +74,13 @@ def main() -> int:
     p.add_argument("--overwrite", action="store_true", help="replace DEST when an earlier run of this tool wrote it")
     args = p.parse_args()
     if args.dest.exists() and not args.overwrite:
-        p.exit(2, f"error: {args.dest} exists; pass --overwrite to replace it, or choose another DEST\n")
+        raise ConfigError(f"{args.dest} exists; pass --overwrite to replace it, or choose another DEST")
     if args.dest.exists() and not (args.dest / MARKER).is_file():
-        p.exit(2, f"error: {args.dest} was not written by this tool (no {MARKER}), so --overwrite does not replace "
-                  "it; choose another DEST\n")
-    try:
-        count = make_500hz(args.src, args.dest, max(1, args.workers))
-    except (OSError, ValueError) as exc:
-        p.exit(2, f"error: {exc}\n")
+        raise ConfigError(f"{args.dest} was not written by this tool (no {MARKER}), so --overwrite does not replace "
+                          "it; choose another DEST")
+    count = make_500hz(args.src, args.dest, max(1, args.workers))
     print(f"wrote {args.dest}: {count} records at {TARGET_FS} Hz in records500/, records100/ linked")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

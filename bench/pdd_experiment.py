@@ -46,7 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.cli import quiet_interrupts  # noqa: E402
+from common.cli import quiet_interrupts, run_cli  # noqa: E402
 
 if __name__ == "__main__":
     quiet_interrupts()  # before torch loads: Ctrl-C at start-up ends without a traceback
@@ -57,17 +57,20 @@ from bench.compare_runs import small_test_note, test_label_counts  # noqa: E402
 from common.augment import sliding_window_starts  # noqa: E402
 from common.checkpoint import load_checkpoint  # noqa: E402
 from common.checkpoint import load_model  # noqa: E402
-from common.datadir import (DEFAULT_DATA_DIR, atomic_file, file_sha256, load_meta, load_npy,  # noqa: E402
+from common.config import TrainConfig, check_config, options, parse_config  # noqa: E402
+from common.datadir import (DEFAULT_DATA_DIR, DataDir, atomic_file, file_sha256, load_meta, load_npy,  # noqa: E402
                             load_split, write_json_atomic)
 from common.device import resolve_device  # noqa: E402
 from common.difficulty import compute_difficulty  # noqa: E402
+from common.errors import ConfigError  # noqa: E402
 from common.evaluate import predict_as_trained  # noqa: E402
-from common.pdd import build_stage, generate_stages, load_json, split_difficulty  # noqa: E402
+from common.files import load_json  # noqa: E402
+from common.pdd import split_difficulty  # noqa: E402
+from common.pdd_stages import build_stage, generate_stages  # noqa: E402
+from common.run import pdd_plan  # noqa: E402
+from common.runs import LOAD_NAME, check_reusable, trained  # noqa: E402
 from common.stats import (macro_over_defined, percentile_interval, point_and_bootstrap_weights,  # noqa: E402
                           resampled_aucs)
-from common.runs import LOAD_NAME, check_reusable, command_exit_code, trained  # noqa: E402
-from common.train import ConfigError, TrainConfig, check_config, pdd_plan  # noqa: E402
-from train_1d_baseline import parse_args as parse_train_args  # noqa: E402
 
 ONLINE = {  # online variants: the train_1d_baseline.py options each sets over the experiment's own
     "dbpd": {"pdd": "dbpd"},
@@ -86,8 +89,7 @@ HALF_SCHEDULE = {  # online settings run for half the experiment's epochs, the o
 VARIANTS = ("baseline", "staged", *ONLINE, *HALF_SCHEDULE, "budget")
 DEFAULT_VARIANTS = ("baseline", "staged", "dbpd", "dbpd_last", "srd", "smrd", "infobatch", "budget")
 NEEDS = {"staged": "baseline", "smrd": "dbpd"}
-RUNNER_OWNED = ("ckpt_dir", "seed", "pdd", "pdd_match", "resume", "init_from", "stop_after_epoch",
-                "schedule_epochs")
+RUNNER_OWNED = options(runner="run") + options(runner="variant")  # set per run and per variant (common/config.py)
 PREPARED = "prepared.json"
 RESAMPLES = 1000
 
@@ -136,7 +138,7 @@ def prepare_stages(data_dir: Path, baseline_dir: Path, root: Path, epochs: int, 
     started = time.time()
     n_train = len(load_npy(data_dir / "y_train.npy", mmap_mode="r"))
     scored = root / "scored"
-    build_stage(data_dir, scored, np.arange(n_train), {"scored_by": str(baseline_dir / "best.pt")})
+    build_stage(DataDir(data_dir), scored, np.arange(n_train), {"scored_by": str(baseline_dir / "best.pt")})
     compute_difficulty(scored, baseline_dir / "best.pt", device=device)
     split_difficulty(scored, root / "split")
     stages = generate_stages(scored, root / "split", root, stage_epochs=stage_epochs(epochs))
@@ -448,7 +450,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Train
                    help="budget adds a budget-matched baseline for every other variant's run")
     p.add_argument("--epochs", type=int, default=30, help="epochs of every run (staged: over its three stages)")
     args, rest = p.parse_known_args(argv)
-    base = replace(parse_train_args(rest), epochs=args.epochs)
+    base = replace(parse_config(rest)[0], epochs=args.epochs)
     owned = [f"--{name}" for name in RUNNER_OWNED if getattr(base, name) != getattr(TrainConfig, name)]
     if owned:
         p.error(f"{', '.join(owned)} are set by the runner per run; leave them out")
@@ -490,4 +492,4 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(command_exit_code(main))
+    sys.exit(run_cli(main, interrupted="run the same command again to continue"))

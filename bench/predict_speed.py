@@ -20,9 +20,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.preprocess_speed import warm_cache  # noqa: E402
+from common.config import TrainConfig  # noqa: E402
 from common.inference import run_predict  # noqa: E402
 from common.preprocess import PreprocessConfig, preprocess  # noqa: E402
-from common.train import TrainConfig, train  # noqa: E402
+from common.train import train  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "ptbxl-sample"
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.cli import quiet_interrupts  # noqa: E402
+from common.cli import quiet_interrupts, run_cli  # noqa: E402
 
 if __name__ == "__main__":
     quiet_interrupts()  # before torch loads: Ctrl-C at start-up ends without a traceback
@@ -36,16 +36,16 @@ import numpy as np  # noqa: E402
 
 from bench.pdd_experiment import markdown_table, mean_sd  # noqa: E402
 from common.checkpoint import load_model  # noqa: E402
+from common.config import TrainConfig, check_config, options, parse_config  # noqa: E402
 from common.datadir import DEFAULT_DATA_DIR, atomic_file, load_split  # noqa: E402
 from common.device import resolve_device  # noqa: E402
 from common.ensemble import member_config  # noqa: E402
+from common.errors import ConfigError  # noqa: E402
 from common.evaluate import predict_as_trained  # noqa: E402
+from common.files import load_json  # noqa: E402
 from common.labels import one_hot  # noqa: E402
 from common.metrics import macro, per_class_auc  # noqa: E402
-from common.pdd import load_json  # noqa: E402
-from common.runs import LOAD_NAME, check_reusable, command_exit_code, trained  # noqa: E402
-from common.train import ConfigError, TrainConfig, check_config  # noqa: E402
-from train_1d_baseline import parse_args as parse_train_args  # noqa: E402
+from common.runs import LOAD_NAME, check_reusable, trained  # noqa: E402
 
 RECIPES = {  # candidate: the train_1d_baseline.py options it sets over the search's own
     "e30_max": {"epochs": 30, "aggregation": "max_prob"},  # the default before this search
@@ -176,9 +176,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Train
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="distinct, >= 0")
     p.add_argument("--table", type=Path, default=None, help="also write the Markdown table here")
     args, rest = p.parse_known_args(argv)
-    base = parse_train_args(rest)
-    owned = [f"--{name}" for name in ("ckpt_dir", "seed", "resume", "init_from", "stop_after_epoch")
-             if getattr(base, name) != getattr(TrainConfig, name)]
+    base = parse_config(rest)[0]
+    owned = [f"--{name}" for name in options(runner="run") if getattr(base, name) != getattr(TrainConfig, name)]
     if owned:
         p.error(f"{', '.join(owned)} are set by the search per run; leave them out")
     if min(args.seeds) < 0 or len(set(args.seeds)) != len(args.seeds):
@@ -209,4 +208,4 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(command_exit_code(main))
+    sys.exit(run_cli(main, interrupted="run the same command again to continue"))

@@ -17,8 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.loops import dataloader_loop, our_loop  # noqa: E402
 from common.augment import window_samples  # noqa: E402
+from common.config import TrainConfig  # noqa: E402
 from common.data import PLACEMENTS, TrainBatches, choose_placement  # noqa: E402
-from common.train import TrainConfig, amp_dtype_for, load_data  # noqa: E402
+from common.run import amp_dtype_for  # noqa: E402
+from common.traindata import load_data  # noqa: E402
 
 
 def main() -> None:
@@ -59,7 +61,7 @@ def main() -> None:
                             pin_memory=True)
     print(f"{'':32} {'samples/s':>10}")
     print(f"{'data path alone (get_batch)':32} {data_path.samples_per_second:10.0f}")
-    print(f"{'training steps (common/train.py)':32} {ours.samples_per_second:10.0f}")
+    print(f"{'training steps (common/step.py)':32} {ours.samples_per_second:10.0f}")
     print(f"{'Dataset+DataLoader training':32} {plain.samples_per_second:10.0f}"
           f"   ({args.loader_workers} workers)")
     print(f"data path share of a step: {ours.samples_per_second / data_path.samples_per_second:.1%}; "

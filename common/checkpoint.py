@@ -22,11 +22,12 @@ import torch
 from torch import nn
 
 from common.datadir import atomic_file
+from common.errors import ConfigError
 from common.evaluate import legacy_aggregation
 from common.model import build_model
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ConfigError):
     """A file given as a checkpoint is missing, unreadable or not one of ours; the message names the file."""
 
 

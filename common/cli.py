@@ -1,4 +1,5 @@
-"""Command-line plumbing shared by the scripts; imports nothing heavy, so it can run before torch loads."""
+"""Command-line plumbing shared by every script and runner: quiet interrupts, and run_cli, the one way a command
+fails. Imports nothing heavy, so it can run before torch loads."""
 from __future__ import annotations
 
 import os
@@ -6,6 +7,9 @@ import signal
 import sys
 import threading
 from types import FrameType, TracebackType
+from typing import Callable
+
+from common.errors import PipelineError, TrainingInterrupted
 
 EXIT_GRACE_SECONDS = 10.0
 
@@ -37,3 +41,22 @@ def quiet_interrupts() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, handler)
     sys.excepthook = after_signal
+
+
+def run_cli(main: Callable[[], object], bad_input: tuple[type[Exception], ...] = (OSError, ValueError),
+            interrupted: str = "") -> int:
+    """Run a script's main() and return the exit code for sys.exit: main's own when it returns an int, else 0. A
+    PipelineError prints its one line and exits with its exit_code (ConfigError 2, NonFiniteLossError 3,
+    TrainingInterrupted 128 + signal, with `interrupted` appended: how to continue); any other `bad_input`
+    exception prints `error: <message>` and exits 2. No traceback for any of them."""
+    try:
+        code = main()
+    except PipelineError as e:
+        line = e.line() + (f"; {interrupted}" if interrupted and isinstance(e, TrainingInterrupted) else "")
+        print(line, file=sys.stderr)
+        return e.exit_code
+    except bad_input as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return code if isinstance(code, int) else 0
+

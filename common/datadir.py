@@ -10,6 +10,8 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -36,13 +38,14 @@ def load_meta(data_dir: str | Path) -> dict:
         raise ValueError(f"{path} is not valid JSON ({e}); re-run preprocess.py for {data_dir}") from None
 
 
-def load_split(data_dir: str | Path, split: str, mmap: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Return (X, y) of one split, checked against meta.json (check_split_files); X memory-mapped read-only by
-    default so large data stays on disk."""
+def load_split(data_dir: str | Path, split: str, mmap: bool = True,
+               meta: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Return (X, y) of one split, checked against meta.json (check_split_files; read unless given); X memory-mapped
+    read-only by default so large data stays on disk."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     data_dir = Path(data_dir)
-    meta = load_meta(data_dir)
+    meta = load_meta(data_dir) if meta is None else meta
     x_path, y_path = data_dir / f"X_{split}.npy", data_dir / f"y_{split}.npy"
     for path in (x_path, y_path):
         if path.is_symlink() and not path.exists():
@@ -55,6 +58,26 @@ def load_split(data_dir: str | Path, split: str, mmap: bool = True) -> tuple[np.
         raise ValueError(f"{x_path} has {len(X)} rows but {y_path} has {len(y)}; re-run preprocess.py")
     check_split_files(data_dir, meta, split, len(X))
     return X, y
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """A data dir read at most once on a command's way through it: meta.json and each split are loaded and checked
+    (load_meta, load_split) when first used, then kept, so a command passes this down instead of the path."""
+
+    path: Path
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
+
+    @cached_property
+    def meta(self) -> dict:
+        """meta.json, loaded on first use."""
+        return load_meta(self.path)
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(X, y) of one split, X memory-mapped read-only; loaded and checked on first use."""
+        if name not in self.arrays:
+            self.arrays[name] = load_split(self.path, name, meta=self.meta)
+        return self.arrays[name]
 
 
 def rebuild_fix(meta: dict) -> str:

@@ -20,14 +20,16 @@ from torch import nn
 from tqdm import tqdm
 
 from common.checkpoint import CheckpointMismatchError, check_compatible, load_model
-from common.datadir import atomic_file, file_sha256, load_meta, load_split, save_npy_atomic, write_json_atomic
+from common.config import TrainConfig
+from common.datadir import DataDir, atomic_file, file_sha256, save_npy_atomic, write_json_atomic
 from common.device import resolve_device
 from common.evaluate import per_record_loss, predict_as_trained
 from common.labels import one_hot
 from common.outputs import check_writable, refuse_foreign
-from common.pdd import DIFFICULTY_JSON, DIFFICULTY_NPY, build_stage, check_scores, is_stage_dir
+from common.pdd import DIFFICULTY_JSON, DIFFICULTY_NPY, check_scores
+from common.pdd_stages import build_stage, is_stage_dir
 from common.splits import patient_folds
-from common.train import TrainConfig, train
+from common.train import train
 
 log = logging.getLogger("difficulty")
 
@@ -71,8 +73,9 @@ def check_options(score: str, oof: int, oof_dir: Path | None, oof_epochs: int | 
         raise ValueError("; ".join(problems))
 
 
-def load_scorer(ckpt_path: Path, data_dir: Path, meta: dict, device: torch.device) -> tuple[nn.Module, dict]:
+def load_scorer(ckpt_path: Path, data: DataDir, device: torch.device) -> tuple[nn.Module, dict]:
     """The checkpoint's model, refused (naming the file) unless classes, input shape and task type are the data's."""
+    meta = data.meta
     model, ckpt = load_model(ckpt_path, device)
     check_compatible(ckpt, ckpt_path, meta["classes"], {"leads": len(meta["leads"]), "length": meta["length"],
                                                         "fs": meta["fs"]},
@@ -81,17 +84,17 @@ def load_scorer(ckpt_path: Path, data_dir: Path, meta: dict, device: torch.devic
     if bool(ckpt["multilabel"]) != bool(meta["multilabel"]):
         kinds = {True: "multi-label", False: "single-label"}
         raise CheckpointMismatchError(
-            f"{ckpt_path} was trained on {kinds[bool(ckpt['multilabel'])]} data but {data_dir} is "
+            f"{ckpt_path} was trained on {kinds[bool(ckpt['multilabel'])]} data but {data.path} is "
             f"{kinds[bool(meta['multilabel'])]}; score with a checkpoint trained on this task")
     return model, ckpt
 
 
-def warn_if_trained_elsewhere(ckpt: dict, ckpt_path: Path, meta: dict, data_dir: Path) -> None:
-    """Warn when the checkpoint was trained on other data than data_dir holds: records it never saw look harder."""
-    if (ckpt.get("data_fingerprint") or {}).get("dataset") != meta["fingerprint"]["dataset"]:
+def warn_if_trained_elsewhere(ckpt: dict, ckpt_path: Path, data: DataDir) -> None:
+    """Warn when the checkpoint was trained on other data than the data dir holds: records it never saw look harder."""
+    if (ckpt.get("data_fingerprint") or {}).get("dataset") != data.meta["fingerprint"]["dataset"]:
         log.warning("warning: %s was trained on other data (%s) than %s holds now; the records it never trained on "
                     "are scored as if it had, so they look harder than the rest. Score with a checkpoint trained on "
-                    "%s, or with --oof K", ckpt_path, ckpt.get("data_dir"), data_dir, data_dir)
+                    "%s, or with --oof K", ckpt_path, ckpt.get("data_dir"), data.path, data.path)
 
 
 def predict_rows(model: nn.Module, ckpt: dict, X: np.ndarray, rows: np.ndarray, batch_size: int,
@@ -104,11 +107,11 @@ def predict_rows(model: nn.Module, ckpt: dict, X: np.ndarray, rows: np.ndarray, 
     return np.concatenate(chunks) if chunks else np.zeros((0, len(ckpt["classes"])), dtype=np.float32)
 
 
-def out_of_fold_probs(ckpt: dict, data_dir: Path, k: int, work_dir: Path, epochs: int | None,
+def out_of_fold_probs(ckpt: dict, data: DataDir, k: int, work_dir: Path, epochs: int | None,
                       batch_size: int, device: torch.device) -> np.ndarray:
     """Probabilities of every training record from a model trained, as the checkpoint's run was, without its fold."""
-    meta = load_meta(data_dir)
-    X, _ = load_split(data_dir, "train")
+    data_dir, meta = data.path, data.meta
+    X, _ = data.split("train")
     n_patients = len(set(map(str, meta["splits"]["train"]["patient_ids"])))
     if k > n_patients:
         raise ValueError(f"--oof {k} needs at least {k} patients in the training split of {data_dir}, "
@@ -122,7 +125,7 @@ def out_of_fold_probs(ckpt: dict, data_dir: Path, k: int, work_dir: Path, epochs
     for f in range(k):
         held, kept = np.flatnonzero(folds == f), np.flatnonzero(folds != f)
         fold_dir = work_dir / f"fold{f + 1}"
-        build_stage(data_dir, fold_dir / "data", kept, {"out_of_fold": f + 1, "of": k})
+        build_stage(data, fold_dir / "data", kept, {"out_of_fold": f + 1, "of": k})
         config = {field.name: run_config[field.name] for field in dataclasses.fields(TrainConfig) if field.name in run_config}
         config.update(data_dir=str(fold_dir / "data"), ckpt_dir=str(fold_dir / "ckpt"), resume=None,
                       init_from=None, stop_after_epoch=None, schedule_epochs=None,
@@ -141,19 +144,20 @@ def compute_difficulty(data_dir: Path, ckpt_path: Path, score: str = "loss", oof
     difficulty.npy/.csv/.json into it and return the scores."""
     check_options(score, oof, oof_dir, oof_epochs, batch_size, device)
     torch_device = resolve_device(device)
-    meta = load_meta(data_dir)
+    data = DataDir(data_dir)
+    meta = data.meta
     for name in (DIFFICULTY_NPY, "difficulty.csv", DIFFICULTY_JSON):  # before any scoring, not after
         check_writable(data_dir / name, "--data_dir", name)
-    X, y = load_split(data_dir, "train")
-    model, ckpt = load_scorer(ckpt_path, data_dir, meta, torch_device)
+    X, y = data.split("train")
+    model, ckpt = load_scorer(ckpt_path, data, torch_device)
     if oof:
         oof_dir = oof_dir or data_dir.parent / f"{data_dir.name}_oof"
-        probs = out_of_fold_probs(ckpt, data_dir, oof, oof_dir, oof_epochs, batch_size, torch_device)
+        probs = out_of_fold_probs(ckpt, data, oof, oof_dir, oof_epochs, batch_size, torch_device)
     else:
-        warn_if_trained_elsewhere(ckpt, ckpt_path, meta, data_dir)
+        warn_if_trained_elsewhere(ckpt, ckpt_path, data)
         probs = predict_rows(model, ckpt, X, np.arange(len(X)), batch_size, torch_device)
     scores = scores_from(probs, y, bool(meta["multilabel"]), score)
-    save_difficulty(data_dir, scores, {"score": score, "checkpoint": str(ckpt_path.resolve()),
+    save_difficulty(data, scores, {"score": score, "checkpoint": str(ckpt_path.resolve()),
                                        "out_of_fold": oof or None})
     return scores
 
@@ -165,11 +169,11 @@ def label_names(y: np.ndarray, classes: list[str]) -> list[str]:
     return [";".join(classes[i] for i in np.flatnonzero(row)) for row in y]
 
 
-def save_difficulty(data_dir: Path, scores: np.ndarray, provenance: dict) -> None:
+def save_difficulty(data: DataDir, scores: np.ndarray, provenance: dict) -> None:
     """Write difficulty.npy (row i scores X_train[i]), difficulty.csv, then difficulty.json (provenance and the
-    npy's SHA-256); non-finite scores are refused first."""
-    meta = load_meta(data_dir)
-    _, y = load_split(data_dir, "train")
+    npy's SHA-256) into the data dir; non-finite scores are refused first."""
+    data_dir, meta = data.path, data.meta
+    _, y = data.split("train")
     check_scores(np.asarray(scores), len(y), f"the scores of {data_dir} by {provenance.get('checkpoint')}",
                  "check those records of X_train for NaN/Inf values, or the checkpoint for NaN weights")
     with atomic_file(data_dir / "difficulty.csv") as f:

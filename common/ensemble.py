@@ -21,11 +21,13 @@ from common.device import resolve_device
 from common.inference import load_members, score
 from common.labels import one_hot
 from common.metrics import format_summary, plot_roc_curves, summarise, tune_thresholds
+from common.config import TrainConfig, check_config, options
+from common.errors import ConfigError
 from common.runs import check_reusable, trained
-from common.train import ConfigError, TrainConfig, check_config, load_data, train
+from common.train import train
+from common.traindata import load_data
 
 SINGLE_RUN_FILES = ("last.pt", "best.pt", "history.csv")
-NOT_PER_ENSEMBLE = ("resume", "init_from", "stop_after_epoch")
 SCORING_BATCH = 512
 
 
@@ -47,7 +49,7 @@ def check_ensemble(cfg: TrainConfig, seeds: list[int]) -> None:
     given = set(cfg.given) if cfg.given is not None else set()
     if "seed" in given:
         raise ConfigError("--seed and --seeds both given: --seeds trains one member per seed; drop --seed")
-    one_run = [f"--{name}" for name in NOT_PER_ENSEMBLE if getattr(cfg, name) is not None]
+    one_run = [f"--{name}" for name in options(one_run=True) if getattr(cfg, name) is not None]
     if one_run:
         raise ConfigError(f"{', '.join(one_run)} continue or start one run, not an ensemble: drop them (the same "
                           "--seeds command continues an interrupted ensemble by itself)")

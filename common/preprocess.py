@@ -1,47 +1,35 @@
-"""Build a data dir from WFDB records and a labels CSV: the whole of preprocess.py.
+"""Build a data dir from WFDB records and a labels CSV: the whole of preprocess.py, top to bottom in preprocess().
 
-Records are read by parallel worker processes, in blocks of at most CHUNK_BYTES, straight into the
-.npy files inside a temporary folder beside --out_dir; only when everything succeeded do they replace
-the files of those names in --out_dir (meta.json last), and every other file there is left alone. The
-workers also sum each block for the normalisation statistics, so no array is ever held whole in
-memory: the peak does not grow with the number of records.
+Records are read by parallel worker processes (common/readers.py), in blocks of at most CHUNK_BYTES, straight
+into the .npy files inside a temporary folder beside --out_dir; only when everything succeeded do they replace the
+files of those names in --out_dir (meta.json last), and every other file there is left alone (common/outdir.py).
+The workers also sum each block for the normalisation statistics, so no array is ever held whole in memory: the
+peak does not grow with the number of records.
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import hashlib
-import io
 import json
 import logging
 import math
 import os
-import signal
-import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from common import ptbxl, signals, splits
-from common.datadir import (ARRAY_NAMES, DEFAULT_DATA_DIR, META_NAME, SPLITS, fingerprint_arrays, load_meta,
-                            staging_dir, write_json_atomic)
-from common.locks import try_lock
-from common.pdd import DIFFICULTY_JSON, DIFFICULTY_NPY
+from common.datadir import DEFAULT_DATA_DIR, META_NAME, SPLITS, fingerprint_arrays, staging_dir, write_json_atomic
+from common.outdir import check_out_dir, check_out_path, commit, out_dir_locked
+from common.readers import CHUNK_BYTES, ReadTask, drop_rows, read_all
 
 log = logging.getLogger("preprocess")
 
 PTBXL_NATIVE_LENGTH = {100: 1000, 500: 5000}
-CHUNK_BYTES = 16 << 20  # a worker's block of rows; drop_rows moves rows this many bytes at a time
 LENGTH_SLACK = 1.5
 DEFAULT_FRAC = 0.1
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-DERIVED_FILES = ("difficulty.csv", DIFFICULTY_JSON, DIFFICULTY_NPY)  # later stages write them into the data dir
 
 
 @dataclass
@@ -112,125 +100,6 @@ def check_settings(cfg: PreprocessConfig) -> None:
         problems.append(f"--workers must be at least 1, got {cfg.workers}")
     if problems:
         raise ValueError("; ".join(problems))
-
-
-def check_out_path(cfg: PreprocessConfig) -> None:
-    """Refuse an --out_dir that cannot be a folder (a file on its path) or that is, contains or lies inside
-    --input_dir (links followed), before any work: writing there would replace or bury the raw data."""
-    out = cfg.out_dir
-    for folder in reversed(out.parents):
-        if folder.exists() and not folder.is_dir():
-            raise NotADirectoryError(
-                f"--out_dir {out} cannot be created: {folder} is a file, not a folder; choose another --out_dir")
-    out_real, input_real = out.resolve(), cfg.input_dir.resolve()
-    relation = ("is" if out_real == input_real else "contains" if out_real in input_real.parents
-                else "lies inside" if input_real in out_real.parents else None)
-    if relation:
-        raise ValueError(f"--out_dir {out} {relation} --input_dir {cfg.input_dir}; choose an --out_dir outside the "
-                         "raw data")
-
-
-def check_out_dir(cfg: PreprocessConfig) -> dict | None:
-    """The meta.json of the dataset an earlier run wrote into --out_dir (None when it holds none); refuse another
-    dataset, other files or a file in its place unless --overwrite, which replaces only preprocess.py's own files."""
-    out = cfg.out_dir
-    if not (out.exists() or out.is_symlink()):
-        return None
-    if not out.is_dir():
-        raise FileExistsError(f"--out_dir {out} is a file, which preprocess.py did not write and does not replace, "
-                              "even with --overwrite; choose another --out_dir")
-    previous = None
-    with contextlib.suppress(ValueError):  # meta.json that is not JSON: not ours to read
-        previous = load_meta(out) if (out / META_NAME).is_file() else None
-    if previous is not None and "config_id" in previous:
-        if previous["config_id"] == cfg.identity():
-            log.info("%s holds this same dataset; rebuilding its arrays and meta.json (its other files are kept)", out)
-        elif not cfg.overwrite:
-            raise FileExistsError(
-                f"--out_dir {out} already holds a different dataset (made by: {previous.get('command')}); pass "
-                "--overwrite to replace its arrays and meta.json (other files in it are kept), or choose another "
-                "--out_dir")
-        else:
-            log.info("%s holds another dataset: replacing its arrays and meta.json, keeping its other files", out)
-        return previous
-    if not any(out.iterdir()):
-        return None
-    if not cfg.overwrite:
-        raise FileExistsError(
-            f"--out_dir {out} holds other files and no meta.json of preprocess.py; pass --overwrite to write the "
-            "dataset beside them (they are kept), or choose another --out_dir")
-    log.warning("%s holds other files and no meta.json of preprocess.py: writing the X_/y_ arrays and meta.json "
-                "beside them, leaving the rest alone", out)
-    return None
-
-
-def take_lock(lock: Path, out_dir: Path) -> int:
-    """Create and lock the file lock, and return its descriptor; refuse when another run holds it. A lock file its
-    holder removed after we opened it is not the one the next run opens, so then we try again."""
-    while True:
-        lock.touch()
-        try:
-            fd = try_lock(lock)
-        except FileNotFoundError:
-            continue
-        if fd is None:
-            raise BlockingIOError(f"another preprocess.py is writing {out_dir}; wait for it to end")
-        with contextlib.suppress(FileNotFoundError):
-            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
-                return fd
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def out_dir_locked(out_dir: Path) -> Iterator[None]:
-    """Hold .NAME.lock beside out_dir while the run lives (flock: released even on kill -9), so two runs never
-    write one out dir at once. The lock file is removed at the end, and so are the parent folders created for it
-    when the run made nothing in them."""
-    created = [folder for folder in (out_dir.parent, *out_dir.parent.parents) if not folder.exists()]
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock = out_dir.parent / f".{out_dir.name}.lock"
-    fd = None
-    try:
-        fd = take_lock(lock, out_dir)
-        yield
-    finally:
-        if fd is not None:
-            lock.unlink(missing_ok=True)
-            os.close(fd)
-        for folder in created:  # deepest first; one holding anything stays
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-
-
-def move_aside_stale(out_dir: Path, old_fingerprint: str) -> None:
-    """Move the files later stages made from the dataset out_dir held before into out_dir/stale-<its fingerprint>/."""
-    found = [name for name in DERIVED_FILES if (out_dir / name).exists()]
-    if not found:
-        return
-    aside, n = out_dir / f"stale-{old_fingerprint[:12]}", 1
-    while aside.exists():
-        n += 1
-        aside = out_dir / f"stale-{old_fingerprint[:12]}-{n}"
-    aside.mkdir()
-    for name in found:
-        os.replace(out_dir / name, aside / name)
-    log.warning("%s now holds another dataset: moved %s into %s (they were made from the data it held before)",
-                out_dir, ", ".join(found), aside)
-
-
-def commit(stage: Path, out_dir: Path, previous: dict | None, fingerprint: str) -> None:
-    """Put the finished arrays and meta.json of stage in out_dir, replacing only the files of those names; meta.json
-    goes out first and comes in last, so a run killed in between leaves no folder that loads as a data dir."""
-    if not out_dir.is_dir():
-        os.replace(stage, out_dir)
-        return
-    (out_dir / META_NAME).unlink(missing_ok=True)
-    old_fingerprint = ((previous or {}).get("fingerprint") or {}).get("dataset")
-    if old_fingerprint and old_fingerprint != fingerprint:
-        move_aside_stale(out_dir, old_fingerprint)
-    for name in (*ARRAY_NAMES, META_NAME):
-        os.replace(stage / name, out_dir / name)
-    stage.rmdir()
 
 
 def missing_500hz(input_dir: Path, hr_names: pd.Series) -> list[str]:
@@ -378,124 +247,6 @@ def assign_splits(cfg: PreprocessConfig, table: pd.DataFrame, y_matrix: np.ndarr
     return assignment, info
 
 
-@dataclass(frozen=True)
-class ReadTask:
-    """One block of records for a worker: which records, and where their consecutive rows start in which .npy."""
-
-    input_dir: Path
-    x_path: Path
-    data_offset: int
-    first_row: int
-    records: list[str]
-    fs: float
-    length: int
-    bandpass: tuple[float, float] | None
-
-
-@dataclass
-class ReadResult:
-    """What a worker reports for its block: skipped (row, reason) pairs and per-lead [sum, sum of squares]."""
-
-    failed: list[tuple[int, str]]
-    sums: np.ndarray
-
-
-def prepare_signal(path: Path, fs: float, length: int, band: tuple[float, float] | None) -> np.ndarray:
-    """Read a record and apply the documented transforms: resample, band-pass, centre-crop or pad."""
-    x, native_fs = signals.read_record(path)
-    return signals.fit_length(signals.resample_and_filter(x, native_fs, fs, band), length).astype(np.float32)
-
-
-def read_chunk(task: ReadTask) -> ReadResult:
-    """Worker: read the task's records, sum them per lead, and write their rows into the .npy in one positioned write.
-
-    A plain pwrite of the whole block avoids the page faults of filling a memory map row by row.
-    A skipped record's row is left as zeros, so it adds nothing to the sums.
-    """
-    block = np.zeros((len(task.records), 12, task.length), dtype=np.float32)
-    sums = np.zeros((2, 12))
-    failed = []
-    for i, rec in enumerate(task.records):
-        try:
-            block[i] = prepare_signal(task.input_dir / rec, task.fs, task.length, task.bandpass)
-        except signals.RecordError as exc:
-            failed.append((task.first_row + i, str(exc)))
-            continue
-        row = block[i].astype(np.float64)
-        sums += [row.sum(axis=1), np.einsum("ij,ij->i", row, row)]
-    fd = os.open(task.x_path, os.O_WRONLY)
-    try:
-        os.pwrite(fd, block, task.data_offset + task.first_row * block[0].nbytes)
-    finally:
-        os.close(fd)
-    return ReadResult(failed, sums)
-
-
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-def start_worker(parent_pid: int) -> None:
-    """Reader process set-up: die with the parent even when it is killed (Linux), and leave Ctrl-C to it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the parent while it forked us
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
-def read_all(tasks: list[ReadTask], workers: int,
-             total: int) -> tuple[list[tuple[Path, int, str]], dict[Path, np.ndarray]]:
-    """Run the read tasks on worker processes with a progress bar; return every skipped (array, row, reason)
-    and the per-lead [sum, sum of squares] of each array.
-
-    Leaving early (an error, Ctrl-C, SIGTERM) terminates the workers; a killed parent takes them along.
-    """
-    failures, sums = [], {}
-    with contextlib.ExitStack() as stack:
-        bar = stack.enter_context(tqdm(total=total, desc="reading records", unit="rec"))
-        if workers > 1 and len(tasks) > 1:
-            # a signal handled half-way through starting the pool left it unable to stop (a hang, or an ignored
-            # exit): the pool starts with them blocked and is in the stack, so that leaving stops it, once they land
-            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-            try:
-                pool = stack.enter_context(get_context("fork").Pool(min(workers, len(tasks)), start_worker,
-                                                                    (os.getpid(),)))
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-            results = pool.imap(read_chunk, tasks)
-        else:
-            results = map(read_chunk, tasks)
-        for task, result in zip(tasks, results):
-            failures += [(task.x_path, row, why) for row, why in result.failed]
-            sums[task.x_path] = sums.get(task.x_path, 0) + result.sums
-            bar.update(len(task.records))
-    return failures, sums
-
-
-def drop_rows(x_path: Path, drop: list[int]) -> None:
-    """Remove rows from an .npy array in place: later rows move up, CHUNK_BYTES at a time, and the file is cut short."""
-    X = np.load(x_path, mmap_mode="r+")
-    keep = np.setdiff1d(np.arange(len(X)), drop)
-    per_chunk = max(1, CHUNK_BYTES // X[0].nbytes)
-    for start in range(min(drop), len(keep), per_chunk):
-        stop = min(start + per_chunk, len(keep))
-        X[start:stop] = X[keep[start:stop]]  # every source row lies at or after its target row
-    X.flush()
-    header = io.BytesIO()
-    shape = (len(keep), *X.shape[1:])
-    np.lib.format.write_array_header_1_0(
-        header, {"descr": np.lib.format.dtype_to_descr(X.dtype), "fortran_order": False, "shape": shape})
-    if header.tell() != X.offset:
-        raise RuntimeError(f"{x_path}: the .npy header of the shorter array does not fit in place")
-    end = X.offset + len(keep) * X[0].nbytes
-    del X
-    with open(x_path, "r+b") as f:
-        f.write(header.getvalue())
-        f.truncate(end)
-
-
 def lead_statistics(sums: np.ndarray, count: int) -> tuple[list[float], list[float]]:
     """Per-lead mean and standard deviation from [sum, sum of squares] (2, leads) over count samples per lead."""
     mean = sums[0] / count
@@ -525,7 +276,7 @@ def preprocess(cfg: PreprocessConfig, command: str) -> dict:
     if not cfg.input_dir.is_dir():
         raise FileNotFoundError(f"--input_dir {cfg.input_dir} is not a folder")
     meta_csv = resolve_meta_csv(cfg)
-    check_out_path(cfg)
+    check_out_path(cfg.out_dir, cfg.input_dir)
     with out_dir_locked(cfg.out_dir.resolve()):
         meta = _preprocess_locked(cfg, command, meta_csv, start)
     log.info("wrote %s: %s records in %.1f s", cfg.out_dir, meta["counts"], time.time() - start)
@@ -534,7 +285,7 @@ def preprocess(cfg: PreprocessConfig, command: str) -> dict:
 
 def _preprocess_locked(cfg: PreprocessConfig, command: str, meta_csv: Path, start: float) -> dict:
     """preprocess() once --out_dir is locked."""
-    previous = check_out_dir(cfg)
+    previous = check_out_dir(cfg.out_dir, cfg.identity(), cfg.overwrite)
     table, source_format, rate_info = load_table(cfg, meta_csv)
     table, repeats = drop_repeated_records(cfg, table, meta_csv, "ecg_id" if source_format == "ptbxl" else "record")
 

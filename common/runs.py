@@ -3,23 +3,18 @@ settings is reused, an interrupted one resumed, one made with other settings or 
 from __future__ import annotations
 
 import os
-import sys
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable
 
 from common.checkpoint import load_checkpoint
+from common.config import TrainConfig, options, resolve_config
 from common.datadir import load_meta, write_json_atomic
+from common.errors import ConfigError
 from common.evaluate import legacy_aggregation
-from common.pdd import load_json
-from common.train import (ConfigError, NonFiniteLossError, TrainConfig, TrainingInterrupted, resolve_config,
-                          train)
+from common.files import load_json
+from common.train import train
 
-# Not what a run was trained with: where it ran and how it was continued; the data (compared by fingerprint); the
-# matched dbpd run (checked itself); the one-cycle length (follows --epochs, which the runners set).
-NOT_COMPARED = ("data_dir", "ckpt_dir", "resume", "init_from", "given", "stop_after_epoch", "overwrite", "device",
-                "workers", "threads", "pdd_match", "schedule_epochs")
-COMPARED = tuple(f.name for f in fields(TrainConfig) if f.name not in NOT_COMPARED)
+COMPARED = options(compared=True)  # what a run was trained with (common/config.py)
 LOAD_NAME = "load.json"
 
 
@@ -74,19 +69,3 @@ def trained(cfg: TrainConfig, asked_by: str = "this experiment", out_flag: str =
         write_json_atomic(run_dir / LOAD_NAME, {"load_5min_at_end": os.getloadavg()[1], "cpus": os.cpu_count()})
     return metrics
 
-
-def command_exit_code(main: Callable[[], object]) -> int:
-    """Run a runner's main() for the command line: an interruption (continue with the same command), a non-finite
-    loss and bad input each become one line on stderr and an exit code instead of a traceback."""
-    try:
-        main()
-    except TrainingInterrupted as e:
-        print(f"{e}; run the same command again to continue", file=sys.stderr)
-        return 128 + e.signum
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0

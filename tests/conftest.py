@@ -90,7 +90,7 @@ import sys  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
 if TYPE_CHECKING:
-    from common.train import TrainConfig
+    from common.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TRAIN = dict(batch_size=16, lr=1e-2, window_seconds=2.0, width=8, stages=2, blocks=1, kernel_size=5, threads=1)
@@ -98,10 +98,18 @@ TINY_TRAIN = dict(batch_size=16, lr=1e-2, window_seconds=2.0, width=8, stages=2,
 
 def tiny_train_config(data_dir: Path, ckpt_dir: Path, **overrides: object) -> TrainConfig:
     """A TrainConfig for a tiny model (TINY_TRAIN), 4 epochs unless overridden."""
-    from common.train import TrainConfig
+    from common.config import TrainConfig
 
     return TrainConfig(**{"data_dir": str(data_dir), "ckpt_dir": str(ckpt_dir), "epochs": 4, **TINY_TRAIN,
                           **overrides})
+
+
+def train_exit_code(cfg: TrainConfig) -> int:
+    """The exit code train_1d_baseline.py ends with for cfg (common.cli.run_cli around train); its line on stderr."""
+    from common.cli import run_cli
+    from common.train import train
+
+    return run_cli(lambda: train(cfg))
 
 
 def run_repo_script(script: str, *args: object, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -13,6 +13,8 @@ from common.ensemble import train_ensemble
 from common.train import train
 from conftest import run_repo_script, tiny_train_config, with_preprocess_meta
 
+pytestmark = pytest.mark.slow  # trains and re-scores whole runs: see pytest.ini
+
 CLASSES = ["A", "B"]
 
 

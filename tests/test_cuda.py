@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from common.checkpoint import load_checkpoint, load_model
+from common.config import TrainConfig
 from common.data import TrainBatches
 from common.evaluate import predict
-from common.train import TrainConfig, train
+from common.train import train
 from conftest import TINY_TRAIN
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (bench/gpu_check.py)")

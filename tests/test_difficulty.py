@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from common.preprocess import PreprocessConfig, preprocess
 from common.checkpoint import CheckpointError, CheckpointMismatchError, load_checkpoint, load_model
+from common.config import TrainConfig
 from common.difficulty import compute_difficulty, el2n, patient_folds, scores_from
 from common.evaluate import per_record_loss, predict
-from common.train import TrainConfig, train
+from common.preprocess import PreprocessConfig, preprocess
+from common.train import train
 from conftest import TINY_TRAIN, run_repo_script, tiny_train_config, tiny_write_data_dir, with_preprocess_meta
 
 
@@ -48,6 +49,7 @@ def difficulty_files(data_dir: Path) -> list[str]:
     return sorted(p.name for p in data_dir.iterdir() if "difficulty" in p.name)
 
 
+@pytest.mark.slow
 def test_each_score_is_that_records_own_loss(trained):
     data, ckpt = trained
     result = run_repo_script("compute_difficulty.py", "--data_dir", data, "--ckpt", ckpt)
@@ -163,6 +165,7 @@ class Payload:
 
 @pytest.mark.parametrize("kind", ["missing", "empty", "truncated", "random bytes", "text", "bare state_dict",
                                   "code payload"])
+@pytest.mark.slow
 def test_a_file_that_is_not_a_checkpoint_gets_one_line_and_exit_2(tiny_trained, tmp_path, kind):
     data, good = tiny_trained
     bad = write_bad_checkpoint(kind, good, tmp_path / "bad.pt")
@@ -249,7 +252,8 @@ def test_an_output_that_is_a_folder_is_refused_before_scoring(tiny_trained, same
 
 
 def test_staged_training_resumes_across_stages_continuing_epochs(trained, tmp_path):
-    from common.pdd import generate_stages, split_difficulty
+    from common.pdd import split_difficulty
+    from common.pdd_stages import generate_stages
 
     data, ckpt = trained
     compute_difficulty(data, ckpt)

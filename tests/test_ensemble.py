@@ -13,10 +13,11 @@ from sklearn.metrics import roc_auc_score
 
 from common.checkpoint import load_model
 from common.ensemble import train_ensemble
+from common.errors import ConfigError
 from common.evaluate import predict_as_trained
 from common.inference import run_predict
 from common.metrics import tune_thresholds
-from common.train import ConfigError, train
+from common.train import train
 from conftest import TINY_LEADS, TINY_TRAIN_FLAGS, history_rows, run_repo_script, tiny_train_config
 from train_1d_baseline import parse_command
 
@@ -100,6 +101,7 @@ def test_a_single_run_dir_or_a_member_of_other_settings_is_refused(tiny_data_dir
     assert not (tmp_path / "ens" / "seed0").exists()
 
 
+@pytest.mark.slow
 def test_command_line_ensemble_then_predict_with_its_dir(tiny_data_dir: Path, tmp_path: Path) -> None:
     ens = tmp_path / "ens"
     done = run_repo_script("train_1d_baseline.py", "--data_dir", tiny_data_dir, "--ckpt_dir", ens, "--epochs", 1,

@@ -9,6 +9,8 @@ from common.ensemble import train_ensemble
 from conftest import TINY_TRAIN, tiny_train_config, with_preprocess_meta
 from test_pdd_experiment import pdd_experiment
 
+pytestmark = pytest.mark.slow  # trains and re-scores whole runs: see pytest.ini
+
 MODELS = {
     "deep narrow": {"width": 4, "stages": 4, "blocks": 2, "kernel_size": 3, "dropout": 0.0},
     "one wide stage": {"width": 12, "stages": 1, "blocks": 1, "kernel_size": 9, "dropout": 0.3},

@@ -15,10 +15,13 @@ from tqdm import tqdm
 
 from common.checkpoint import load_checkpoint
 from common.datadir import write_json_atomic
+from common.distributed import Dist
+from common.errors import ConfigError
 from common.metrics import write_history_csv
 from common.model import build_model
 from common.online_pdd import Plan, RecordScores, record_losses, scoring_logits, srd_count, true_label_prob
-from common.train import ConfigError, Dist, StopFlag, TrainState, train, train_epoch
+from common.step import Step, StopFlag, TrainState, train_epoch
+from common.train import train
 from conftest import ROOT, TINY_TRAIN, history_rows, tiny_train_config, with_preprocess_meta
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -36,8 +39,8 @@ def fit_one_batch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, thre
     model.register_forward_hook(lambda m, args, out: seen.append(args[0]) if torch.is_grad_enabled() else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     state = TrainState()
-    train_epoch(model, optimizer, torch.amp.GradScaler("cpu", enabled=False), [(0, x, y)], lambda b: 1e-3, True,
-                None, Dist(torch.device("cpu")), StopFlag(), state, tqdm(disable=True), threshold)
+    step = Step(model, optimizer, torch.amp.GradScaler("cpu", enabled=False), None, True, Dist(torch.device("cpu")))
+    train_epoch(step, [(0, x, y)], lambda b: 1e-3, StopFlag(), state, tqdm(disable=True), threshold)
     return state
 
 
@@ -234,6 +237,7 @@ def test_smrd_refuses_a_run_dir_that_does_not_match(tiny_data_dir: Path, tmp_pat
 @pytest.mark.parametrize("options", [dict(pdd="srd", pdd_gamma=0.6), dict(pdd="dbpd", pdd_threshold=0.6),
                                      dict(pdd="infobatch", pdd_delta=0.75),
                                      dict(pdd="dbpd", pdd_scores="last", pdd_threshold=0.6, pdd_readmit=0.3)])
+@pytest.mark.slow
 def test_two_plus_two_epochs_equal_four(tiny_data_dir: Path, tmp_path: Path, options: dict) -> None:
     train(tiny_train_config(tiny_data_dir, tmp_path / "full", **options))
     assert train(tiny_train_config(tiny_data_dir, tmp_path / "split", stop_after_epoch=2, **options)) is None
@@ -246,6 +250,7 @@ def test_two_plus_two_epochs_equal_four(tiny_data_dir: Path, tmp_path: Path, opt
         assert [r[name] for r in history_rows(tmp_path / "full")] == [r[name] for r in history_rows(tmp_path / "split")]
 
 
+@pytest.mark.slow
 def test_experiment_runner_end_to_end_and_rerun_skips(tiny_data_dir: Path, tmp_path: Path, capsys) -> None:
     data, out = with_preprocess_meta(tiny_data_dir), tmp_path / "experiment"
     variants = ["baseline", "staged", "dbpd", "srd", "smrd", "infobatch", "dbpd_last", "budget"]

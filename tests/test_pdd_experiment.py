@@ -12,12 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from common.train import ConfigError, train
+from common.errors import ConfigError
+from common.train import train
 from conftest import ROOT, TINY_TRAIN, run_repo_script, tiny_train_config, with_preprocess_meta
 
 sys.path.insert(0, str(ROOT / "bench"))
 
 import pdd_experiment  # noqa: E402
+
+pytestmark = pytest.mark.slow  # trains and re-scores whole runs: see pytest.ini
 
 TINY_FLAGS = [f"--{k}={v}" for k, v in TINY_TRAIN.items() if k != "width"]
 

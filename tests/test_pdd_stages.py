@@ -15,11 +15,12 @@ import matplotlib.text
 import numpy as np
 import pytest
 
-from common import pdd
-from common.datadir import file_sha256
-from common.preprocess import PreprocessConfig, preprocess
+from common import pdd, pdd_stages
+from common.datadir import DataDir, file_sha256
 from common.difficulty import save_difficulty
-from common.train import ConfigError, load_data
+from common.errors import ConfigError
+from common.preprocess import PreprocessConfig, preprocess
+from common.traindata import load_data
 from conftest import ROOT, run_repo_script
 
 
@@ -29,7 +30,7 @@ def scored_dir(sample_dir, tmp_path) -> Path:
     data = tmp_path / "baseline"
     meta = preprocess(PreprocessConfig(input_dir=sample_dir, out_dir=data, val_folds=[8], test_folds=[9], workers=1), "t")
     scores = np.random.default_rng(0).permutation(meta["counts"]["train"]).astype(np.float32)
-    save_difficulty(data, scores, {"score": "loss", "checkpoint": "test"})
+    save_difficulty(DataDir(data), scores, {"score": "loss", "checkpoint": "test"})
     return data
 
 
@@ -62,7 +63,7 @@ def test_split_writes_buckets_table_and_histogram(scored_dir, tmp_path):
 def test_per_class_buckets_keep_every_class(scored_dir, tmp_path):
     y = np.load(scored_dir / "y_train.npy")
     scores = y[:, 1] * 100 + np.arange(len(y)) / len(y)  # HYP records all hardest: a global split puts them in hard
-    save_difficulty(scored_dir, scores, {"score": "loss", "checkpoint": "test"})
+    save_difficulty(DataDir(scored_dir), scores, {"score": "loss", "checkpoint": "test"})
     plain = pdd.split_difficulty(scored_dir, tmp_path / "g")
     assert plain["buckets"]["easy"]["class_balance"]["HYP"] == 0
     per_class = pdd.split_difficulty(scored_dir, tmp_path / "c", per_class=True)
@@ -105,7 +106,7 @@ def test_cumulative_stages_link_and_subset(scored_dir, tmp_path):
 def test_disjoint_stages(scored_dir, tmp_path):
     out = tmp_path / "pdd"
     pdd.split_difficulty(scored_dir, out)
-    pdd.generate_stages(scored_dir, out, out, mode="disjoint")
+    pdd_stages.generate_stages(scored_dir, out, out, mode="disjoint")
     for k, name in enumerate(pdd.BUCKETS, start=1):
         meta = json.loads((out / f"stage{k}" / "meta.json").read_text())
         assert meta["pdd"]["train_rows"] == np.sort(np.load(out / f"{name}_idx.npy")).tolist()
@@ -115,10 +116,10 @@ def test_disjoint_stages(scored_dir, tmp_path):
 def test_rerun_is_idempotent(scored_dir, tmp_path):
     out = tmp_path / "pdd"
     pdd.split_difficulty(scored_dir, out)
-    pdd.generate_stages(scored_dir, out, out)
+    pdd_stages.generate_stages(scored_dir, out, out)
     first = {k: json.loads((out / f"stage{k}" / "meta.json").read_text())["fingerprint"] for k in (1, 2, 3)}
     pdd.split_difficulty(scored_dir, out)
-    pdd.generate_stages(scored_dir, out, out)
+    pdd_stages.generate_stages(scored_dir, out, out)
     assert {k: json.loads((out / f"stage{k}" / "meta.json").read_text())["fingerprint"] for k in (1, 2, 3)} == first
     assert hidden(out) == []
 
@@ -177,7 +178,7 @@ def test_stages_linked_by_symlinks_refuse_a_rebuilt_source(sample_dir, scored_di
         raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(src), str(dst))
 
     monkeypatch.setattr(os, "link", other_filesystem)
-    pdd.generate_stages(scored_dir, out, out)
+    pdd_stages.generate_stages(scored_dir, out, out)
     monkeypatch.undo()
     assert (out / "stage1" / "X_val.npy").is_symlink() and (out / "stage3" / "X_train.npy").is_symlink()
     load_data(out / "stage1", 2.0)
@@ -192,7 +193,7 @@ def test_stages_linked_by_symlinks_refuse_a_rebuilt_source(sample_dir, scored_di
 def test_a_hard_linked_stage_keeps_its_records_when_the_source_is_rebuilt(sample_dir, scored_dir, tmp_path):
     out = tmp_path / "pdd"
     pdd.split_difficulty(scored_dir, out)
-    pdd.generate_stages(scored_dir, out, out)
+    pdd_stages.generate_stages(scored_dir, out, out)
     X_val = np.load(out / "stage1" / "X_val.npy")
     rebuild(sample_dir, scored_dir)
     assert np.load(scored_dir / "X_val.npy").shape != X_val.shape  # the source holds other records now
@@ -295,7 +296,7 @@ def test_generator_checks_the_index_files_against_splits_json(scored_dir, tmp_pa
         hand_edit(out, "easy", np.concatenate([easy[:-1], medium[:1]]))
     message = message.replace("N", str(n_train - (problem == "row out of range"))).replace("K", str(len(easy)))
     with pytest.raises(ValueError, match=message):
-        pdd.generate_stages(scored_dir, out, out)
+        pdd_stages.generate_stages(scored_dir, out, out)
     assert not any(p.name.startswith("stage") for p in out.iterdir())
 
 
@@ -323,7 +324,7 @@ def test_a_truncated_input_file_is_named(scored_dir, tmp_path, name, reader):
         if reader == "split":
             pdd.split_difficulty(scored_dir, out)
         else:
-            pdd.generate_stages(scored_dir, out, out)
+            pdd_stages.generate_stages(scored_dir, out, out)
     assert not (out / "stage1").exists() and (reader == "generator" or not out.exists())
 
 
@@ -349,12 +350,14 @@ def run_killed(script: str, args: list[str], patch: str, wait_for: Callable[[], 
     proc.wait()
 
 
+@pytest.mark.slow
 def test_generator_killed_while_building_is_rebuilt_by_the_same_command(scored_dir, tmp_path):
     out, clean = tmp_path / "pdd", tmp_path / "clean"
     pdd.split_difficulty(scored_dir, out)
     args = ["--data_dir", str(scored_dir), "--split_dir", str(out), "--out_dir", str(out)]
-    slow_stage2 = ("import time, common.pdd as p\nwrite = p.write_subset\np.write_subset = lambda src, dst, rows: "
-                   "(write(src, dst, rows), '.stage2.' in str(dst) and time.sleep(600))")
+    slow_stage2 = ("import time, common.pdd_stages as p\nwrite = p.write_subset\n"
+                   "p.write_subset = lambda src, dst, rows: (write(src, dst, rows), '.stage2.' in str(dst) and "
+                   "time.sleep(600))")
     run_killed(str(ROOT / "pdd_folder_generator.py"), args, slow_stage2,
                lambda: any((d / "X_train.npy").exists() for d in out.glob("..stages.tmp-*/.stage2.tmp-*")), tmp_path)
     assert not any((out / f"stage{k}").exists() for k in (1, 2, 3)) and list(out.glob("..stages.tmp-*"))
@@ -371,36 +374,38 @@ def stage_metas(out: Path) -> list[dict]:
     return [json.loads((out / f"stage{k}" / "meta.json").read_text()) for k in (1, 2, 3)]
 
 
+@pytest.mark.slow
 def test_generator_killed_during_a_re_split_leaves_every_stage_from_one_split(scored_dir, tmp_path):
     out = tmp_path / "pdd"
     pdd.split_difficulty(scored_dir, out)
-    pdd.generate_stages(scored_dir, out, out)
+    pdd_stages.generate_stages(scored_dir, out, out)
     old = stage_metas(out)
     write_raw_scores(scored_dir, np.load(scored_dir / "difficulty.npy")[::-1].copy())
     pdd.split_difficulty(scored_dir, out)
     args = ["--data_dir", str(scored_dir), "--split_dir", str(out), "--out_dir", str(out)]
     built = tmp_path / "stage1_built"
-    slow_after_stage1 = (f"import pathlib, time, common.pdd as p\nbuild = p.build_stage\n"
+    slow_after_stage1 = (f"import pathlib, time, common.pdd_stages as p\nbuild = p.build_stage\n"
                          f"def slow(data_dir, stage_dir, rows, info):\n"
                          f"    meta = build(data_dir, stage_dir, rows, info)\n"
                          f"    if info['stage'] == 1:\n        pathlib.Path({str(built)!r}).touch()\n"
                          f"        time.sleep(600)\n    return meta\np.build_stage = slow")
     run_killed(str(ROOT / "pdd_folder_generator.py"), args, slow_after_stage1, built.exists, tmp_path)
     assert stage_metas(out) == old  # the new stage1 was never moved in
-    new_split = pdd.split_id(json.loads((out / "splits.json").read_text()))
+    new_split = pdd_stages.split_id(json.loads((out / "splits.json").read_text()))
     assert len({meta["pdd"]["split_id"] for meta in old}) == 1 and old[0]["pdd"]["split_id"] != new_split
     result = run_repo_script("pdd_folder_generator.py", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert [meta["pdd"]["split_id"] for meta in stage_metas(out)] == [new_split] * 3 and hidden(out) == []
 
 
+@pytest.mark.slow
 def test_generator_killed_while_swapping_the_stages_in_is_finished_by_the_next_run(scored_dir, tmp_path):
     out = tmp_path / "pdd"
     pdd.split_difficulty(scored_dir, out)
-    pdd.generate_stages(scored_dir, out, out)
+    pdd_stages.generate_stages(scored_dir, out, out)
     write_raw_scores(scored_dir, np.load(scored_dir / "difficulty.npy")[::-1].copy())
     pdd.split_difficulty(scored_dir, out)
-    new_split = pdd.split_id(json.loads((out / "splits.json").read_text()))
+    new_split = pdd_stages.split_id(json.loads((out / "splits.json").read_text()))
     args = ["--data_dir", str(scored_dir), "--split_dir", str(out), "--out_dir", str(out)]
     moved = tmp_path / "stage1_moved"
     slow_after_stage1 = (f"import os, pathlib, time\nreplace = os.replace\n"
@@ -419,7 +424,7 @@ def test_generator_killed_while_swapping_the_stages_in_is_finished_by_the_next_r
 def test_generator_never_replaces_what_it_did_not_write(scored_dir, tmp_path, foreign):
     out = tmp_path / "pdd"
     pdd.split_difficulty(scored_dir, out)
-    pdd.generate_stages(scored_dir, out, out)
+    pdd_stages.generate_stages(scored_dir, out, out)
     stage2 = out / "stage2"
     if foreign == "a file of the user's":
         (stage2 / "notes.txt").write_text("mine")
@@ -441,6 +446,7 @@ def test_generator_never_replaces_what_it_did_not_write(scored_dir, tmp_path, fo
     assert contents(out) == before and hidden(out) == []
 
 
+@pytest.mark.slow
 def test_split_killed_while_writing_leaves_the_previous_split_and_is_cleared_by_the_next(scored_dir, tmp_path):
     out = tmp_path / "pdd"
     pdd.split_difficulty(scored_dir, out)
@@ -454,7 +460,7 @@ def test_split_killed_while_writing_leaves_the_previous_split_and_is_cleared_by_
     result = run_repo_script("pdd_split.py", "--data_dir", str(scored_dir), "--out_dir", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert contents(out) != before and hidden(out) == []
-    pdd.generate_stages(scored_dir, out, out)
+    pdd_stages.generate_stages(scored_dir, out, out)
 
 
 def test_histogram_of_long_tailed_scores_is_readable():

@@ -18,6 +18,7 @@ import torch
 
 from common import signals
 from common.checkpoint import CheckpointError, load_model
+from common.cli import run_cli
 from common.datadir import load_meta
 from common.evaluate import predict
 from common.inference import run_predict
@@ -70,6 +71,7 @@ def runs(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
             **{name: root / name / "best.pt" for name in ("a", "b", "band")}}
 
 
+@pytest.mark.slow
 def test_raw_100hz_records_give_the_training_codes_test_probabilities(runs, sample_dir, tmp_path):
     out = tmp_path / "p.csv"
     result = run_repo_script("predict.py", "--ckpt", runs["a"], "--input", sample_dir, "--out", out)
@@ -111,6 +113,7 @@ def edit_header(record: Path, pattern: str, replacement: str) -> None:
     hea.write_text(re.sub(pattern, replacement, hea.read_text(), count=1, flags=re.M))
 
 
+@pytest.mark.slow
 def test_bad_records_are_skipped_with_their_reason_and_the_others_predicted(runs, sample_dir, tmp_path):
     folder = tmp_path / "in"
     copy_record(sample_dir, 1, folder / "good")
@@ -227,6 +230,7 @@ def test_single_label_model_labels_by_argmax(tmp_path):
     assert table["labels"].tolist() == [f"C{k}" for k in probs.argmax(axis=1)]
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_pytorch_and_its_sidecar_scores_whole_records(runs, tmp_path):
     pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install -r requirements-export.txt)")
     ort = pytest.importorskip("onnxruntime", reason="checking the export needs onnxruntime (requirements-export.txt)")
@@ -294,20 +298,21 @@ def tree(root: Path) -> dict[str, bytes | None]:
     return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes() for p in sorted(root.rglob("*"))}
 
 
-def predict_main(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, *args: object) -> tuple[int, str]:
-    """predict.py's main() run in this process with `args`: its exit code and what it logged at ERROR."""
+def predict_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str]:
+    """predict.py run in this process with `args` as its command line runs it (common.cli.run_cli): its exit code and
+    its error lines on stderr."""
     import predict as script
 
     monkeypatch.setattr(sys, "argv", ["predict.py", *map(str, args)])
-    caplog.clear()
-    code = script.main()
-    return code, "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+    capsys.readouterr()
+    code = run_cli(script.main, script.BAD_INPUT)
+    return code, "\n".join(line for line in capsys.readouterr().err.splitlines() if line.startswith("error: "))
 
 
-def refused(monkeypatch, caplog, root: Path, *args: object) -> str:
+def refused(monkeypatch, capsys, root: Path, *args: object) -> str:
     """The one error line of a predict.py call that must exit 2 and leave everything under root as it was."""
     before = tree(root)
-    code, error = predict_main(monkeypatch, caplog, *args)
+    code, error = predict_main(monkeypatch, capsys, *args)
     assert code == 2 and error.count("\n") == 0, error
     assert tree(root) == before
     return error
@@ -319,68 +324,68 @@ def refused(monkeypatch, caplog, root: Path, *args: object) -> str:
     ("{recs}/r1.hea", "--input record file {recs}/r1.hea"),
     ("{recs}/r1.dat", "--input record file {recs}/r1.dat"),
 ])
-def test_out_that_is_an_input_is_refused(inputs, monkeypatch, caplog, target, collides_with):
+def test_out_that_is_an_input_is_refused(inputs, monkeypatch, capsys, target, collides_with):
     source = inputs["npy"] if target == "{npy}" else inputs["recs"]
     leads = ["--fs", 50, "--leads", ",".join(TINY_LEADS)] if source == inputs["npy"] else []
     out = target.format(**inputs)
-    error = refused(monkeypatch, caplog, inputs["root"], "--ckpt", inputs["ckpt"], "--input", source, *leads,
+    error = refused(monkeypatch, capsys, inputs["root"], "--ckpt", inputs["ckpt"], "--input", source, *leads,
                     "--out", out)
     assert f"--out {out} is {collides_with.format(**inputs)}" in error
 
 
-def test_out_that_is_the_ptbxl_database_is_refused(inputs, monkeypatch, caplog):
+def test_out_that_is_the_ptbxl_database_is_refused(inputs, monkeypatch, capsys):
     database = inputs["ptbxl"] / "ptbxl_database.csv"
-    error = refused(monkeypatch, caplog, inputs["root"], "--ckpt", inputs["ckpt"], "--input", inputs["ptbxl"],
+    error = refused(monkeypatch, capsys, inputs["root"], "--ckpt", inputs["ckpt"], "--input", inputs["ptbxl"],
                     "--out", database)
     assert f"--out {database} is --input file {database}" in error
 
 
-def test_export_names_that_collide_are_refused(inputs, monkeypatch, caplog):
+def test_export_names_that_collide_are_refused(inputs, monkeypatch, capsys):
     root, ckpt, metrics = inputs["root"], inputs["ckpt"], inputs["metrics"]
-    error = refused(monkeypatch, caplog, root, "--ckpt", ckpt, "--export", root / "model.json")
+    error = refused(monkeypatch, capsys, root, "--ckpt", ckpt, "--export", root / "model.json")
     assert f"--export sidecar {root / 'model.json'} is --export {root / 'model.json'}" in error
-    error = refused(monkeypatch, caplog, root, "--ckpt", ckpt, "--export", ckpt)
+    error = refused(monkeypatch, capsys, root, "--ckpt", ckpt, "--export", ckpt)
     assert f"--export {ckpt} is --ckpt {ckpt}" in error
-    error = refused(monkeypatch, caplog, root, "--ckpt", ckpt, "--export", metrics.with_suffix(".onnx"))
+    error = refused(monkeypatch, capsys, root, "--ckpt", ckpt, "--export", metrics.with_suffix(".onnx"))
     assert f"--export sidecar {metrics} is the thresholds file {metrics}" in error
 
 
-def test_export_never_replaces_a_file_it_did_not_write(inputs, monkeypatch, caplog):
+def test_export_never_replaces_a_file_it_did_not_write(inputs, monkeypatch, capsys):
     pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install -r requirements-export.txt)")
     root, ckpt = inputs["root"], inputs["ckpt"]
     (root / "data").mkdir()
     (root / "data" / "meta.json").write_text('{"classes": []}\n')
-    error = refused(monkeypatch, caplog, root, "--ckpt", ckpt, "--export", root / "data" / "meta.onnx")
+    error = refused(monkeypatch, capsys, root, "--ckpt", ckpt, "--export", root / "data" / "meta.onnx")
     assert f"--export sidecar {root / 'data' / 'meta.json'} exists and is not" in error
     np.save(root / "data" / "X.npy", np.zeros(3))
-    error = refused(monkeypatch, caplog, root, "--ckpt", ckpt, "--export", root / "data" / "X.npy")
+    error = refused(monkeypatch, capsys, root, "--ckpt", ckpt, "--export", root / "data" / "X.npy")
     assert f"--export {root / 'data' / 'X.npy'} exists and is not" in error
-    assert predict_main(monkeypatch, caplog, "--ckpt", ckpt, "--export", root / "m.onnx") == (0, "")
+    assert predict_main(monkeypatch, capsys, "--ckpt", ckpt, "--export", root / "m.onnx") == (0, "")
     first = tree(root)
-    assert predict_main(monkeypatch, caplog, "--ckpt", ckpt, "--export", root / "m.onnx") == (0, "")  # its own: again
+    assert predict_main(monkeypatch, capsys, "--ckpt", ckpt, "--export", root / "m.onnx") == (0, "")  # its own: again
     assert tree(root).keys() == first.keys()
 
 
-def test_failed_export_check_leaves_no_file(inputs, monkeypatch, caplog):
+def test_failed_export_check_leaves_no_file(inputs, monkeypatch, capsys):
     pytest.importorskip("onnxruntime", reason="checking the export needs onnxruntime (requirements-export.txt)")
     import common.export
 
     monkeypatch.setattr(common.export, "TOLERANCE", -1.0)
     root = inputs["root"]
-    error = refused(monkeypatch, caplog, root, "--ckpt", inputs["ckpt"], "--export", root / "new" / "m.onnx")
+    error = refused(monkeypatch, capsys, root, "--ckpt", inputs["ckpt"], "--export", root / "new" / "m.onnx")
     assert "onnxruntime differs from PyTorch" in error
 
 
 @pytest.mark.parametrize("flag", ["--out", "--export"])
-def test_unusable_output_paths_are_refused_up_front_with_flag_path_and_reason(inputs, monkeypatch, caplog, flag):
+def test_unusable_output_paths_are_refused_up_front_with_flag_path_and_reason(inputs, monkeypatch, capsys, flag):
     root = inputs["root"]
     task = ["--input", inputs["recs"]] if flag == "--out" else []
     args = ["--ckpt", inputs["ckpt"], *task]
     (root / "folder.csv").mkdir()
-    error = refused(monkeypatch, caplog, root, *args, flag, root / "folder.csv")
+    error = refused(monkeypatch, capsys, root, *args, flag, root / "folder.csv")
     assert f"{flag} {root / 'folder.csv'} is a folder, not a file" in error
     (root / "afile").write_text("not a folder\n")
-    error = refused(monkeypatch, caplog, root, *args, flag, root / "afile" / "sub" / "p.csv")
+    error = refused(monkeypatch, capsys, root, *args, flag, root / "afile" / "sub" / "p.csv")
     assert f"{flag} {root / 'afile' / 'sub' / 'p.csv'} runs through {root / 'afile'}, which is not a folder" in error
 
     real_open = os.open
@@ -392,27 +397,27 @@ def test_unusable_output_paths_are_refused_up_front_with_flag_path_and_reason(in
 
     (root / "ro").mkdir()
     monkeypatch.setattr(os, "open", read_only)
-    error = refused(monkeypatch, caplog, root, *args, flag, root / "ro" / "p.csv")
+    error = refused(monkeypatch, capsys, root, *args, flag, root / "ro" / "p.csv")
     assert f"{flag} {root / 'ro' / 'p.csv'} cannot be written: Read-only file system ({root / 'ro'})" in error
     assert ".tmp" not in error
 
 
-def test_skipped_list_is_checked_before_anything_is_written(inputs, monkeypatch, caplog):
+def test_skipped_list_is_checked_before_anything_is_written(inputs, monkeypatch, capsys):
     root, out = inputs["root"], inputs["root"] / "p.csv"
     args = ["--ckpt", inputs["ckpt"], "--input", inputs["recs"], "--out", out]
     (root / "p.skipped.csv").mkdir()
-    error = refused(monkeypatch, caplog, root, *args)
+    error = refused(monkeypatch, capsys, root, *args)
     assert f"--out skipped list {root / 'p.skipped.csv'} is a folder, not a file" in error
     (root / "p.skipped.csv").rmdir()
     (root / "p.skipped.csv").write_text("my notes\n")
-    error = refused(monkeypatch, caplog, root, *args)
+    error = refused(monkeypatch, capsys, root, *args)
     assert f"--out skipped list {root / 'p.skipped.csv'} exists and is not" in error
 
 
-def test_a_failed_write_leaves_the_previous_predictions_and_no_temp_file(inputs, monkeypatch, caplog):
+def test_a_failed_write_leaves_the_previous_predictions_and_no_temp_file(inputs, monkeypatch, capsys):
     root, out = inputs["root"], inputs["root"] / "p.csv"
     args = ["--ckpt", inputs["ckpt"], "--input", inputs["recs"], "--out", out]
-    assert predict_main(monkeypatch, caplog, *args) == (0, "")
+    assert predict_main(monkeypatch, capsys, *args) == (0, "")
     before = tree(root)
     real_replace = os.replace
 
@@ -422,10 +427,10 @@ def test_a_failed_write_leaves_the_previous_predictions_and_no_temp_file(inputs,
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", full_disk)
-    code, error = predict_main(monkeypatch, caplog, "--ckpt", inputs["ckpt"], "--input", inputs["npy"], "--fs", 50,
+    code, error = predict_main(monkeypatch, capsys, "--ckpt", inputs["ckpt"], "--input", inputs["npy"], "--fs", 50,
                                "--leads", ",".join(TINY_LEADS), "--out", out)
     assert code == 2 and "No space left on device" in error
     assert tree(root) == before
-    code, error = predict_main(monkeypatch, caplog, *args[:-1], root / "new" / "sub" / "p.csv")
+    code, error = predict_main(monkeypatch, capsys, *args[:-1], root / "new" / "sub" / "p.csv")
     assert code == 2 and "No space left on device" in error
     assert tree(root) == before  # and no folder made for them

@@ -16,6 +16,7 @@ import pytest
 import wfdb
 
 from common import preprocess as stage
+from common import readers
 from common.datadir import staged_output_dir
 from common.preprocess import PreprocessConfig, preprocess
 from common.signals import STANDARD_LEADS
@@ -403,7 +404,7 @@ def running(pid: int) -> bool:
 
 SLOW_READER = """import runpy, sys, time
 sys.path.insert(0, {root!r})
-import common.preprocess as stage
+import common.readers as stage
 prepare = stage.prepare_signal
 stage.prepare_signal = lambda *args: (time.sleep(0.01), prepare(*args))[1]  # reading lasts seconds, not 0.2 s
 sys.argv = {argv!r}
@@ -445,6 +446,7 @@ def arrays_of(out: Path) -> dict[str, np.ndarray]:
     return {p.name: np.load(p) for p in sorted(out.glob("*.npy"))}
 
 
+@pytest.mark.slow
 def test_killed_run_leaves_no_workers_and_the_rerun_completes_it(sample_dir, tmp_path):
     args = ["--input_dir", str(sample_dir), "--out_dir", str(tmp_path / "o"), "--val_folds", "8", "--test_folds", "9",
             "--workers", "2"]
@@ -471,6 +473,7 @@ def test_killed_run_leaves_no_workers_and_the_rerun_completes_it(sample_dir, tmp
     assert json.loads((tmp_path / "o" / "meta.json").read_text())["fingerprint"] == reference["fingerprint"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_or_ctrl_c_stops_workers_and_removes_the_temporary_folder(sample_dir, sample_out, signum):
     before = {p.name: p.stat().st_mtime_ns for p in sample_out.iterdir()}
@@ -534,11 +537,11 @@ def test_a_regular_file_at_out_dir_is_never_replaced(sample_dir, tmp_path):
 
 
 def test_drop_rows_compacts_in_place_chunk_by_chunk(tmp_path, monkeypatch):
-    monkeypatch.setattr(stage, "CHUNK_BYTES", 3 * 12 * 7 * 4)  # three rows per chunk: many chunks
+    monkeypatch.setattr(readers, "CHUNK_BYTES", 3 * 12 * 7 * 4)  # three rows per chunk: many chunks
     X = np.random.default_rng(0).standard_normal((40, 12, 7)).astype(np.float32)
     path = tmp_path / "X.npy"
     np.save(path, X)
     drop = [0, 5, 6, 7, 19, 39]
-    stage.drop_rows(path, drop)
+    readers.drop_rows(path, drop)
     np.testing.assert_array_equal(np.load(path), np.delete(X, drop, axis=0))
     assert path.stat().st_size == np.load(path, mmap_mode="r").offset + 34 * 12 * 7 * 4

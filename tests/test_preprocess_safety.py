@@ -39,6 +39,7 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["same", "inside", "contains", "link"])
 def test_out_dir_overlapping_input_dir_is_refused_and_raw_data_kept(raw, tmp_path, where):
     out = {"same": raw, "inside": raw / "results", "contains": tmp_path, "link": tmp_path / "link"}[where]
@@ -140,6 +141,7 @@ stage.preprocess(stage.PreprocessConfig(input_dir=Path({raw!r}), out_dir=Path({o
 """
 
 
+@pytest.mark.slow
 def test_second_run_on_the_same_out_dir_is_refused_while_the_first_writes(raw, tmp_path):
     out, started, go = tmp_path / "o", tmp_path / "started", tmp_path / "go"
     script = HELD_RUN.format(root=str(ROOT), started=str(started), go=str(go), raw=str(raw), out=str(out))

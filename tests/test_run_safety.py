@@ -20,10 +20,14 @@ import torch
 
 import common.train
 from common.checkpoint import load_checkpoint, save_checkpoint
+from common.config import TrainConfig
 from common.datadir import fingerprint_arrays
-from common.train import Dist, TrainConfig, epoch_batches, main, one_cycle_lr, seed_process, train
-from conftest import ROOT, TINY_TRAIN, TINY_TRAIN_FLAGS, tiny_train_config
-from train_1d_baseline import parse_args
+from common.distributed import Dist
+from common.loop import epoch_batches, one_cycle_lr
+from common.run import seed_process
+from common.train import train
+from conftest import ROOT, TINY_TRAIN, TINY_TRAIN_FLAGS, tiny_train_config, train_exit_code
+from train_1d_baseline import parse_command
 
 TINY_FLAGS = TINY_TRAIN_FLAGS
 tiny_config = partial(tiny_train_config, epochs=3)
@@ -31,7 +35,7 @@ tiny_config = partial(tiny_train_config, epochs=3)
 
 def cli(*args: object) -> TrainConfig:
     """The config train_1d_baseline.py builds from these flags (with given options recorded)."""
-    return parse_args([str(a) for a in args])
+    return parse_command([str(a) for a in args])[0]
 
 
 def history_lrs(run: Path) -> list[float]:
@@ -43,7 +47,7 @@ def test_a_run_dir_holding_another_run_is_refused_unless_overwrite(tiny_data_dir
     run = tmp_path / "run"
     train(tiny_config(tiny_data_dir, run, epochs=1))
     first = (run / "last.pt").read_bytes()
-    assert main(tiny_config(tiny_data_dir, run, epochs=2, seed=1)) == 2
+    assert train_exit_code(tiny_config(tiny_data_dir, run, epochs=2, seed=1)) == 2
     error = capsys.readouterr().err
     assert f"{run} holds another run" in error and "--overwrite" in error and f"--resume {run / 'last.pt'}" in error
     assert (run / "last.pt").read_bytes() == first
@@ -59,7 +63,7 @@ def test_a_run_dir_in_use_by_a_live_run_is_refused(tiny_data_dir: Path, tmp_path
     fd = os.open(run, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        assert main(tiny_config(tiny_data_dir, run)) == 2
+        assert train_exit_code(tiny_config(tiny_data_dir, run)) == 2
         assert "another training run is using" in capsys.readouterr().err
         assert list(run.iterdir()) == []
     finally:
@@ -83,10 +87,10 @@ def test_epochs_past_the_schedule_are_refused_naming_the_fix(tiny_data_dir: Path
                                                              capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "run"
     train(tiny_config(tiny_data_dir, run, epochs=2))
-    assert main(tiny_config(tiny_data_dir, run, epochs=4, resume=str(run / "last.pt"))) == 2
+    assert train_exit_code(tiny_config(tiny_data_dir, run, epochs=4, resume=str(run / "last.pt"))) == 2
     error = capsys.readouterr().err
     assert "--epochs 4 runs past the 2-epoch one-cycle schedule" in error and "--schedule_epochs 4" in error
-    assert main(tiny_config(tiny_data_dir, run, resume=str(run / "last.pt"), epochs=None)) == 2
+    assert train_exit_code(tiny_config(tiny_data_dir, run, resume=str(run / "last.pt"), epochs=None)) == 2
     assert "already finished its epochs (epoch 2)" in capsys.readouterr().err
 
 
@@ -143,7 +147,7 @@ def test_mid_epoch_resume_with_another_batch_size_is_refused(tiny_data_dir: Path
     ckpt = load_checkpoint(run / "last.pt")
     ckpt["state"].update(batches_done=2, epoch_samples=32, epoch_loss_sum=20.0, partition=(16, 1))
     save_checkpoint(ckpt, run / "last.pt")
-    assert main(tiny_config(tiny_data_dir, run, batch_size=8, resume=str(run / "last.pt"))) == 2
+    assert train_exit_code(tiny_config(tiny_data_dir, run, batch_size=8, resume=str(run / "last.pt"))) == 2
     error = capsys.readouterr().err
     assert "in the middle of epoch 2, after 2 batches of 16 records on 1 process(es)" in error
     assert "--batch_size 16" in error
@@ -170,7 +174,7 @@ def test_ddp_shards_are_disjoint_and_cover_the_rows() -> None:
                                          ("stop_after_epoch", 0)])
 def test_impossible_values_are_refused_not_replaced(tiny_data_dir: Path, tmp_path: Path, flag: str, value: int,
                                                     capsys: pytest.CaptureFixture) -> None:
-    assert main(tiny_config(tiny_data_dir, tmp_path / "run", **{flag: value})) == 2
+    assert train_exit_code(tiny_config(tiny_data_dir, tmp_path / "run", **{flag: value})) == 2
     assert f"--{flag} must be >= 1, got 0" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
@@ -197,12 +201,13 @@ def bad_checkpoints(folder: Path) -> dict[str, Path]:
 def test_bad_checkpoints_get_one_line_naming_the_file(tiny_data_dir: Path, tmp_path: Path, option: str,
                                                       capsys: pytest.CaptureFixture) -> None:
     for name, path in bad_checkpoints(tmp_path / "bad").items():
-        assert main(tiny_config(tiny_data_dir, tmp_path / "run", **{option: str(path)})) == 2, name
+        assert train_exit_code(tiny_config(tiny_data_dir, tmp_path / "run", **{option: str(path)})) == 2, name
         err = capsys.readouterr().err
         assert err.startswith(f"error: {path}") and err.count("\n") == 1 and "Traceback" not in err, (name, err)
         assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_at", ["start-up", "first checkpoint", "third checkpoint"])
 def test_kill_9_then_the_same_command_completes_the_run(tiny_data_dir: Path, tmp_path: Path, kill_at: str) -> None:
     run, epochs = tmp_path / "run", 8
@@ -240,7 +245,7 @@ def test_kill_9_then_the_same_command_completes_the_run(tiny_data_dir: Path, tmp
 def test_even_kernel_sizes_are_refused_naming_odd_ones(tiny_data_dir: Path, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "run"
-    assert main(cli("--data_dir", tiny_data_dir, "--ckpt_dir", run, *TINY_FLAGS, "--kernel_size", 4)) == 2
+    assert train_exit_code(cli("--data_dir", tiny_data_dir, "--ckpt_dir", run, *TINY_FLAGS, "--kernel_size", 4)) == 2
     assert capsys.readouterr().err == ("error: --kernel_size must be odd (a same-padded convolution keeps the length "
                                        "only then), got 4; use 3, 5 or 7\n")
     assert not run.exists()
@@ -251,7 +256,7 @@ def test_even_kernel_sizes_are_refused_naming_odd_ones(tiny_data_dir: Path, tmp_
 def test_float_options_must_be_finite(tiny_data_dir: Path, tmp_path: Path, flag: str, value: str,
                                       capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "run"
-    assert main(cli("--data_dir", tiny_data_dir, "--ckpt_dir", run, *TINY_FLAGS, f"--{flag}", value)) == 2
+    assert train_exit_code(cli("--data_dir", tiny_data_dir, "--ckpt_dir", run, *TINY_FLAGS, f"--{flag}", value)) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: --{flag} must be a finite number, got {value}") and err.count("\n") == 1, err
     assert not run.exists()
@@ -262,7 +267,7 @@ def test_a_ckpt_dir_that_cannot_be_made_is_refused_in_one_line(tiny_data_dir: Pa
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder\n")
     for ckpt_dir in (blocker / "run", blocker):
-        assert main(cli("--data_dir", tiny_data_dir, "--ckpt_dir", ckpt_dir, *TINY_FLAGS)) == 2
+        assert train_exit_code(cli("--data_dir", tiny_data_dir, "--ckpt_dir", ckpt_dir, *TINY_FLAGS)) == 2
         why = "is a file, not a folder" if ckpt_dir == blocker else f"runs through {blocker}, which is not a folder"
         assert capsys.readouterr().err == f"error: --ckpt_dir {ckpt_dir} {why}; choose another --ckpt_dir\n"
     assert blocker.read_text() == "not a folder\n"
@@ -296,7 +301,7 @@ def test_a_ckpt_dir_on_a_read_only_filesystem_is_refused_before_training(tiny_da
     trained = []
     monkeypatch.setattr(common.train, "train_and_report", lambda *args: trained.append(1))
     for ckpt_dir in (mount / "new" / "run", existing):
-        assert main(cli("--data_dir", tiny_data_dir, "--ckpt_dir", ckpt_dir, *TINY_FLAGS)) == 2
+        assert train_exit_code(cli("--data_dir", tiny_data_dir, "--ckpt_dir", ckpt_dir, *TINY_FLAGS)) == 2
         assert capsys.readouterr().err == (f"error: --ckpt_dir {ckpt_dir} cannot be written: Read-only file system "
                                            f"({ckpt_dir if ckpt_dir.exists() else mount}); choose another --ckpt_dir\n")
     assert trained == [] and not (mount / "new").exists() and list(existing.iterdir()) == []
@@ -309,7 +314,7 @@ def test_a_start_refused_after_claiming_the_run_dir_removes_only_the_folders_it_
     kept = tmp_path / "kept"
     kept.mkdir()
     for ckpt_dir in (tmp_path / "new" / "deeper", kept):
-        assert main(tiny_config(tiny_data_dir, ckpt_dir, epochs=None, resume=str(run / "last.pt"))) == 2
+        assert train_exit_code(tiny_config(tiny_data_dir, ckpt_dir, epochs=None, resume=str(run / "last.pt"))) == 2
         assert f"{run / 'last.pt'} already finished its epochs (epoch 2)" in capsys.readouterr().err
     assert not (tmp_path / "new").exists() and kept.is_dir() and list(kept.iterdir()) == []
 
@@ -319,7 +324,7 @@ def test_a_truncated_meta_json_is_one_line_and_leaves_no_run_dir(tiny_data_dir: 
     meta = tiny_data_dir / "meta.json"
     meta.write_text(meta.read_text()[:50])
     run = tmp_path / "run"
-    assert main(cli("--data_dir", tiny_data_dir, "--ckpt_dir", run, *TINY_FLAGS)) == 2
+    assert train_exit_code(cli("--data_dir", tiny_data_dir, "--ckpt_dir", run, *TINY_FLAGS)) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {meta} is not valid JSON (") and err.count("\n") == 1, err
     assert err.endswith(f"; re-run preprocess.py for {tiny_data_dir}\n") and not run.exists()
@@ -330,7 +335,7 @@ def test_a_finished_run_names_the_flags_that_train_it_further_and_they_do(tiny_d
     run = tmp_path / "run"
     train(tiny_config(tiny_data_dir, run))
     resume = ["--data_dir", tiny_data_dir, "--ckpt_dir", tmp_path / "more", "--resume", run / "last.pt"]
-    assert main(cli(*resume)) == 2
+    assert train_exit_code(cli(*resume)) == 2
     err = capsys.readouterr().err
     assert err == (f"error: {run / 'last.pt'} already finished its epochs (epoch 3); to train it further pass "
                    "--epochs E --schedule_epochs E with E above 3 (its one-cycle schedule ends at epoch 3), or start a "
@@ -347,7 +352,7 @@ def test_a_run_stopped_early_is_not_sent_to_epochs_that_cannot_help(tiny_data_di
     ckpt = load_checkpoint(run / "last.pt")
     ckpt["state"].update(stopped_early=True, epoch=2)
     save_checkpoint(ckpt, run / "last.pt")
-    assert main(tiny_config(tiny_data_dir, run, epochs=None, resume=str(run / "last.pt"))) == 2
+    assert train_exit_code(tiny_config(tiny_data_dir, run, epochs=None, resume=str(run / "last.pt"))) == 2
     err = capsys.readouterr().err
     assert err == (f"error: {run / 'last.pt'} already stopped early by --patience (epoch 2); resume it into another "
                    "--ckpt_dir (a new best.pt and patience count), or start a new run\n")
@@ -361,7 +366,7 @@ def test_a_busy_run_dir_is_refused_without_claiming_to_continue_it(tiny_data_dir
     fd = os.open(run, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        assert main(tiny_config(tiny_data_dir, run)) == 2
+        assert train_exit_code(tiny_config(tiny_data_dir, run)) == 2
     finally:
         os.close(fd)
     out, err = capsys.readouterr()
@@ -384,7 +389,7 @@ def test_a_single_run_into_an_ensemble_dir_is_refused(tiny_data_dir: Path, tmp_p
                                                       capsys: pytest.CaptureFixture) -> None:
     ens = ensemble_dir(tmp_path / "ens")
     before = sorted(str(p.relative_to(ens)) for p in ens.rglob("*"))
-    assert main(tiny_config(tiny_data_dir, ens, overwrite=overwrite)) == 2
+    assert train_exit_code(tiny_config(tiny_data_dir, ens, overwrite=overwrite)) == 2
     assert capsys.readouterr().err == (
         f"error: {ens} is an ensemble dir (seed0/, seed1/ of train_1d_baseline.py --seeds), not a single run's; "
         "choose another --ckpt_dir, continue the ensemble with --seeds, or remove the folder yourself to reuse its "
@@ -397,7 +402,7 @@ def test_a_run_dir_without_last_pt_is_not_sent_to_resume_it(tiny_data_dir: Path,
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.json").write_text("{}\n")
-    assert main(tiny_config(tiny_data_dir, run)) == 2
+    assert train_exit_code(tiny_config(tiny_data_dir, run)) == 2
     assert capsys.readouterr().err == (f"error: {run} holds another run (metrics.json); choose another --ckpt_dir, "
                                        "or pass --overwrite to replace it\n")
 
@@ -408,7 +413,7 @@ def test_model_options_on_resume_are_the_checkpoints_and_another_value_is_refuse
     assert train(cli("--data_dir", tiny_data_dir, "--ckpt_dir", run, "--epochs", 2, "--stop_after_epoch", 1,
                      *TINY_FLAGS)) is None
     resume = ["--data_dir", tiny_data_dir, "--ckpt_dir", run, "--resume", run / "last.pt"]
-    assert main(cli(*resume, "--width", 16, "--kernel_size", 5)) == 2
+    assert train_exit_code(cli(*resume, "--width", 16, "--kernel_size", 5)) == 2
     assert capsys.readouterr().err == (
         f"error: {run / 'last.pt'} holds a model of --width 8, not the --width 16 given; a run started from a "
         "checkpoint keeps its model: drop --width, or start a new run without --resume/--init_from\n")
@@ -433,7 +438,7 @@ def test_resuming_a_stage_of_one_pdd_split_on_a_stage_of_another_is_refused(tiny
     train(tiny_config(stage1, tmp_path / "s1", epochs=None))
     assert load_checkpoint(tmp_path / "s1" / "last.pt")["pdd_split_id"] == "split-aaa"
     s2 = tmp_path / "s2"
-    assert main(tiny_config(stage2, s2, epochs=2, resume=str(tmp_path / "s1" / "last.pt"))) == 2
+    assert train_exit_code(tiny_config(stage2, s2, epochs=2, resume=str(tmp_path / "s1" / "last.pt"))) == 2
     assert capsys.readouterr().err == (
         f"error: {tmp_path / 's1' / 'last.pt'} was trained on a stage of PDD split split-aaa, but {stage2} is a "
         "stage of split split-bbb; rebuild all stages from one split with pdd_folder_generator.py, or start afresh "

@@ -1,6 +1,7 @@
 """Tests of the synthetic PTB-XL-layout demo dataset (demo/ecg.py, demo/dataset.py, make_demo_data.py)."""
 import ast
 import re
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import wfdb
 from scipy.signal import find_peaks, resample_poly
 
+from common.cli import run_cli
 from demo.dataset import SUPERCLASSES, generate_demo_dataset, plan_dataset, write_wfdb
 from demo.ecg import LEADS, SCP_STATEMENTS, draw_patient, synthesize_ecg
 from make_demo_data import main
@@ -207,9 +209,7 @@ def test_refuses_foreign_directory_and_replaces_demo(tmp_path):
 def test_cli_bad_out_dir_is_one_line_exit_2(tmp_path, capsys):
     """An --out_dir that runs through a file: exit 2 and one line naming --out_dir, not a traceback."""
     (tmp_path / "afile").write_text("x")
-    with pytest.raises(SystemExit) as stop:
-        main(["--out_dir", str(tmp_path / "afile" / "demo"), "--n_records", "3"])
-    assert stop.value.code == 2
+    assert run_cli(partial(main, ["--out_dir", str(tmp_path / "afile" / "demo"), "--n_records", "3"])) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "afile" in err and "\n" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

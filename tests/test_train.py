@@ -19,17 +19,21 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 import common.data
-import common.train
+import common.loop
+import common.step
 from common.augment import augment, sliding_window_starts
 from common.checkpoint import CheckpointMismatchError, load_checkpoint, load_model, save_checkpoint
+from common.config import TrainConfig
 from common.data import TrainBatches, choose_placement
 from common.datadir import fingerprint_arrays
+from common.errors import ConfigError, NonFiniteLossError
 from common.evaluate import per_record_loss, predict, predict_as_trained
+from common.loop import one_cycle_lr
 from common.metrics import summarise, tune_thresholds
 from common.model import build_model, count_parameters
 from common.runs import check_reusable
-from common.train import ConfigError, NonFiniteLossError, TrainConfig, main, one_cycle_lr, train
-from conftest import ROOT, TINY_TRAIN_FLAGS, history_rows, run_repo_script, tiny_train_config
+from common.train import train
+from conftest import ROOT, TINY_TRAIN_FLAGS, history_rows, run_repo_script, tiny_train_config, train_exit_code
 
 SCRIPT = ROOT / "train_1d_baseline.py"
 TINY_FLAGS = TINY_TRAIN_FLAGS
@@ -256,7 +260,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data_dir: Pat
         loss = F.binary_cross_entropy_with_logits(logits.float(), y)
         return loss * math.nan if len(calls) == 3 else loss
 
-    monkeypatch.setattr(common.train, "loss_fn", nan_on_third_batch)
+    monkeypatch.setattr(common.step, "loss_fn", nan_on_third_batch)
     with pytest.raises(NonFiniteLossError, match="epoch 2, batch 3"):
         train(tiny_config(tiny_data_dir, run, resume=str(run / "last.pt")))
     assert (run / "last.pt").read_bytes() == good
@@ -276,7 +280,7 @@ def test_non_finite_values_in_any_split_are_refused_at_load(tiny_data_dir: Path,
     X[5, 3, 17] = np.nan
     np.save(tiny_data_dir / f"X_{split}.npy", X)
     refingerprint(tiny_data_dir)  # as if preprocess.py had written the NaN: only the NaN check can refuse it
-    assert main(tiny_config(tiny_data_dir, tmp_path / "run")) == 2
+    assert train_exit_code(tiny_config(tiny_data_dir, tmp_path / "run")) == 2
     assert capsys.readouterr().err == (f"error: X_{split}.npy in {tiny_data_dir} has NaN/Inf values (first in row 5); "
                                        "repair or drop those records and re-run preprocess.py\n")
     assert not (tmp_path / "run").exists()
@@ -285,7 +289,7 @@ def test_non_finite_values_in_any_split_are_refused_at_load(tiny_data_dir: Path,
 def test_bad_inputs_fail_early_naming_the_fix(tiny_data_dir: Path, tiny_make_data_dir, tmp_path: Path,
                                               capsys) -> None:
     def error_of(cfg: TrainConfig) -> str:
-        assert main(cfg) == 2
+        assert train_exit_code(cfg) == 2
         return capsys.readouterr().err
 
     assert "does not exist" in error_of(tiny_config(tmp_path / "nowhere", tmp_path / "run"))
@@ -300,6 +304,7 @@ def test_bad_inputs_fail_early_naming_the_fix(tiny_data_dir: Path, tiny_make_dat
     assert "y_val.npy has shape (48, 2)" in error_of(tiny_config(other, tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_seed_command_line_runs(tiny_data_dir: Path, tmp_path: Path) -> None:
     result = run_script("--data_dir", tiny_data_dir, "--epochs", 2, "--batch_size", 32, "--ckpt_dir",
                         tmp_path / "ckpt", "--augment")
@@ -308,6 +313,7 @@ def test_seed_command_line_runs(tiny_data_dir: Path, tmp_path: Path) -> None:
     assert RUN_FILES <= {p.name for p in (tmp_path / "ckpt").iterdir()}
 
 
+@pytest.mark.slow
 def test_sigint_saves_a_resumable_checkpoint_that_resumes_exactly(tiny_data_dir: Path, tmp_path: Path) -> None:
     run, epochs = tmp_path / "run", 40
     proc = subprocess.Popen([sys.executable, str(SCRIPT), "--data_dir", str(tiny_data_dir), "--ckpt_dir", str(run),
@@ -329,6 +335,7 @@ def test_sigint_saves_a_resumable_checkpoint_that_resumes_exactly(tiny_data_dir:
     assert_same_training_state(load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(run / "last.pt"))
 
 
+@pytest.mark.slow
 def test_ddp_with_two_cpu_processes_writes_the_run_dir_once(tiny_data_dir: Path, tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -352,6 +359,7 @@ def test_ddp_with_two_cpu_processes_writes_the_run_dir_once(tiny_data_dir: Path,
 
 @pytest.mark.parametrize("options", [dict(amp="on"), dict(amp="fp16"), dict(workers=2), dict(placement="mmap")],
                          ids=["amp-bf16-on-cpu", "amp-fp16-gradscaler-on-cpu", "workers-2", "memory-mapped"])
+@pytest.mark.slow
 def test_amp_and_worker_threads_train_and_resume_exactly(tiny_data_dir: Path, tmp_path: Path, options: dict) -> None:
     whole = train(tiny_config(tiny_data_dir, tmp_path / "whole", augment=True, **options))
     assert train(tiny_config(tiny_data_dir, tmp_path / "split", augment=True, stop_after_epoch=1, **options)) is None
@@ -393,7 +401,7 @@ def test_placement_falls_back_and_says_why(monkeypatch: pytest.MonkeyPatch) -> N
 def test_out_of_gpu_memory_saves_last_pt_and_names_batch_size(tiny_data_dir: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture) -> None:
-    real_train_epoch, calls = common.train.train_epoch, []
+    real_train_epoch, calls = common.loop.train_epoch, []
 
     def out_of_memory_in_epoch_2(*args: object, **kwargs: object) -> None:
         calls.append(1)
@@ -401,9 +409,9 @@ def test_out_of_gpu_memory_saves_last_pt_and_names_batch_size(tiny_data_dir: Pat
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         real_train_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(common.train, "train_epoch", out_of_memory_in_epoch_2)
+    monkeypatch.setattr(common.loop, "train_epoch", out_of_memory_in_epoch_2)
     run = tmp_path / "run"
-    assert main(tiny_config(tiny_data_dir, run)) == 2
+    assert train_exit_code(tiny_config(tiny_data_dir, run)) == 2
     err = capsys.readouterr().err
     assert "out of GPU memory at --batch_size 16" in err and "lower --batch_size" in err
     assert f"--resume {run / 'last.pt'}" in err and load_checkpoint(run / "last.pt")["state"]["epoch"] == 1
