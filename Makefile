@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test clean
+.PHONY: demo test test-fast clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-export.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# The inner loop while changing code: everything but the tests marked slow (pytest.ini says which).
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow"
 
 # raw_data/ goes only when it holds the generated demo set: the seed README puts a real PTB-XL there.
 clean:
