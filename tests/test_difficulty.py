@@ -128,6 +128,7 @@ def test_impossible_options_are_refused_before_anything_is_written(tiny_trained,
     assert difficulty_files(data) == [] and not (data.parent / f"{data.name}_oof").exists()
 
 
+@pytest.mark.slow
 def test_batch_size_0_on_the_command_line_exits_2_with_one_line(tiny_trained):
     data, ckpt = tiny_trained
     result = run_repo_script("compute_difficulty.py", "--data_dir", data, "--ckpt", ckpt, "--batch_size", "0")
@@ -251,6 +252,7 @@ def test_an_output_that_is_a_folder_is_refused_before_scoring(tiny_trained, same
     assert difficulty_files(same_data) == ["difficulty.csv"]
 
 
+@pytest.mark.slow
 def test_staged_training_resumes_across_stages_continuing_epochs(trained, tmp_path):
     from common.pdd import split_difficulty
     from common.pdd_stages import generate_stages

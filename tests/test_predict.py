@@ -86,6 +86,7 @@ def test_raw_100hz_records_give_the_training_codes_test_probabilities(runs, samp
     assert len(read_predictions(out)) == 422 and pd.read_csv(tmp_path / "p.skipped.csv").empty
 
 
+@pytest.mark.slow
 def test_raw_500hz_records_to_a_100hz_model_resampled_and_filtered_as_in_preprocessing(runs, sample_dir, tmp_path):
     out = tmp_path / "p.csv"
     result = run_repo_script("predict.py", "--ckpt", runs["band"], "--input", sample_dir / "records500", "--out", out)
@@ -153,6 +154,7 @@ def test_bad_records_are_skipped_with_their_reason_and_the_others_predicted(runs
     assert alone.returncode == 2 and "none of the 1 records could be predicted" in alone.stderr
 
 
+@pytest.mark.slow
 def test_bad_usage_and_foreign_checkpoints_exit_2_with_one_line(runs, tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x80\x02garbage")

@@ -186,6 +186,7 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_cli_missing_input_dir_and_csv(tmp_path):
     result = run_cli("--input_dir", str(tmp_path / "nope"), "--out_dir", str(tmp_path / "o"))
     assert result.returncode != 0 and "is not a folder" in result.stderr
@@ -525,6 +526,7 @@ def test_next_run_clears_only_what_killed_runs_left(tmp_path):
     assert sorted(tmp_path.iterdir()) == sorted([out, *kept])
 
 
+@pytest.mark.slow
 def test_a_regular_file_at_out_dir_is_never_replaced(sample_dir, tmp_path):
     (tmp_path / "o").write_text("a file where the data dir goes")
     for overwrite in ([], ["--overwrite"]):

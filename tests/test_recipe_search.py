@@ -19,6 +19,7 @@ import recipe_search  # noqa: E402
 FLAGS = [f"--{k}={v}" for k, v in {**TINY_TRAIN, "lr": 3e-4}.items()]  # slow: models stay imperfect
 
 
+@pytest.mark.slow
 def test_table_of_members_and_ensembles_on_validation_then_the_ensemble_command_reuses_them(tiny_data_dir, tmp_path,
                                                                                              capsys):
     out = tmp_path / "search"
