@@ -25,7 +25,7 @@ demo: $(VENV)/.installed
 	$(PY) train_1d_baseline.py --data_dir results/pdd/stage1 --ckpt_dir pdd_ckpt/stage1
 	$(PY) train_1d_baseline.py --data_dir results/pdd/stage2 --ckpt_dir pdd_ckpt/stage2 --resume pdd_ckpt/stage1/last.pt
 	$(PY) train_1d_baseline.py --data_dir results/pdd/stage3 --ckpt_dir pdd_ckpt/stage3 --resume pdd_ckpt/stage2/last.pt
-	$(PY) bench/compare_runs.py baseline_ckpt pdd_ckpt/stage3
+	$(PY) tools/compare_runs.py baseline_ckpt pdd_ckpt/stage3
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

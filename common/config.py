@@ -1,6 +1,6 @@
 """The training config: every option of a run declared once (TrainConfig: default, help, group, categories), its
 checks, how a resumed run or a PDD stage dir fills the options left open, and the command-line parser generated
-from it (train_1d_baseline.py and the bench runners use parse_config).
+from it (train_1d_baseline.py and the experiment runners use parse_config).
 
 Categories live in each field's metadata and are read with options(tag=value):
   inherited   on --resume, an option not given comes from the resumed run
@@ -8,7 +8,7 @@ Categories live in each field's metadata and are read with options(tag=value):
               is still this command's run)
   compared    False: not checked when a runner reuses a finished run (where it ran, how it was continued, the data
               (compared by fingerprint), the matched dbpd run, the one-cycle length that follows --epochs)
-  runner      "run": set per run by every runner; "variant": set per variant by bench/pdd_experiment.py
+  runner      "run": set per run by every runner; "variant": set per variant by experiments/pdd_experiment.py
   one_run     continues or starts one run, so not an option of an ensemble
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from common.online_pdd import PDD_MODES, SCORE_SOURCES
 from common.traindata import data_meta
 
 AMP_MODES = ("auto", "on", "off", "bf16", "fp16")
-DEFAULT_EPOCHS = 15  # chosen on validation over 30 (bench/recipe_search_dev100.md)
+DEFAULT_EPOCHS = 15  # chosen on validation over 30 (docs/recipe_search_dev100.md)
 GROUPS = {"run": "data and run dir", "schedule": "schedule and optimiser", "input": "windows and augmentation",
           "model": "model", "hardware": "hardware", "resume": "continue or start from a checkpoint",
           "pdd": "online Progressive Data Dropout (common/online_pdd.py)"}

@@ -48,7 +48,7 @@ def predict(model: nn.Module, X: np.ndarray, norm: dict, multilabel: bool, windo
     "std"), cut into windows of `window` samples every `stride` (default window // 2, plus one window flush
     with the end), and scored; the windows' logits are aggregated per record by `aggregation` (see aggregate:
     by default the sigmoid or softmax of their mean, chosen on validation over the highest window probability,
-    which counts a finding seen in any window; bench/recipe_search.py). Always in fp32 (never autocast), with the
+    which counts a finding seen in any window; experiments/recipe_search.py). Always in fp32 (never autocast), with the
     windows cut on `device`, so one checkpoint gives the same probabilities on any device. `batch_size` counts
     windows. The model's train/eval mode is left as it was.
     """

@@ -1,4 +1,4 @@
-"""bench/compare_runs.py: the table, the paired interval of two runs' macro-AUC difference, the note that a small
+"""tools/compare_runs.py: the table, the paired interval of two runs' macro-AUC difference, the note that a small
 test split cannot separate runs, and one-line refusals of runs with other classes, other test records or a corrupt
 metrics.json."""
 import json
@@ -46,7 +46,7 @@ def labels(n: int, positives: list[int]) -> np.ndarray:
 def test_a_small_test_split_is_flagged_with_what_one_record_can_move(tmp_path):
     y = labels(30, [3, 15])
     a, b = fake_run(tmp_path, "a", y, auc=0.95), fake_run(tmp_path, "b", y, auc=0.98)
-    result = run_repo_script("bench/compare_runs.py", a, b)
+    result = run_repo_script("tools/compare_runs.py", a, b)
     assert result.returncode == 0, result.stderr
     assert "0.9500" in result.stdout and "0.9800" in result.stdout
     # class A: 3 positives, 27 negatives; one A record moves A's AUC by up to 1/3, the macro-AUC by (1/3)/2
@@ -61,7 +61,7 @@ def test_a_small_test_split_is_flagged_with_what_one_record_can_move(tmp_path):
 ])
 def test_the_note_needs_few_records_or_a_rare_label(tmp_path, n, positives, note):
     y = labels(n, positives)
-    result = run_repo_script("bench/compare_runs.py", fake_run(tmp_path, "a", y), fake_run(tmp_path, "b", y))
+    result = run_repo_script("tools/compare_runs.py", fake_run(tmp_path, "a", y), fake_run(tmp_path, "b", y))
     assert result.returncode == 0, result.stderr
     assert ("\nnote: " in result.stdout) == (note is not None) and (note is None or note in result.stdout)
 
@@ -69,7 +69,7 @@ def test_the_note_needs_few_records_or_a_rare_label(tmp_path, n, positives, note
 def test_runs_with_other_classes_are_refused_in_one_line(tmp_path):
     a = fake_run(tmp_path, "a", labels(30, [3, 15]))
     b = fake_run(tmp_path, "b", labels(30, [3, 15, 5]), classes=["A", "B", "C"])
-    result = run_repo_script("bench/compare_runs.py", a, b)
+    result = run_repo_script("tools/compare_runs.py", a, b)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip() == (f"error: {b} has classes ['A', 'B', 'C'] but {a} has ['A', 'B']; compare runs "
                                      "trained on the same classes")
@@ -77,7 +77,7 @@ def test_runs_with_other_classes_are_refused_in_one_line(tmp_path):
 
 def test_runs_tested_on_other_records_are_refused_in_one_line(tmp_path):
     a, b = fake_run(tmp_path, "a", labels(30, [3, 15])), fake_run(tmp_path, "b", labels(30, [4, 15]))
-    result = run_repo_script("bench/compare_runs.py", a, b)
+    result = run_repo_script("tools/compare_runs.py", a, b)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip() == (f"error: {b} was tested on other records than {a} (X_test.npy/y_test.npy of "
                                      f"{tmp_path / 'b_data'} and {tmp_path / 'a_data'} differ); compare runs tested "
@@ -89,7 +89,7 @@ def test_the_paired_interval_rescores_both_runs_best_checkpoints(tiny_data_dir, 
     train(tiny_train_config(data, good, epochs=4))
     train(tiny_train_config(data, weak, epochs=1, lr=1e-4))
     aucs = {run: json.loads((run / "metrics.json").read_text())["test"]["macro_auc"] for run in (good, weak)}
-    result = run_repo_script("bench/compare_runs.py", weak, good)
+    result = run_repo_script("tools/compare_runs.py", weak, good)
     assert result.returncode == 0, result.stderr
     assert ("paired bootstrap over the 48 test records, each run's best.pt (an ensemble's members' mean) (1,000 "
             "resamples, seed 0):") in result.stdout
@@ -97,7 +97,7 @@ def test_the_paired_interval_rescores_both_runs_best_checkpoints(tiny_data_dir, 
     line = next(x for x in result.stdout.splitlines() if x.startswith(f"  test macro-AUC {good} - {weak}: "))
     assert f": {aucs[good] - aucs[weak]:+.4f}, 95 % interval [+0." in line and line.endswith("(excludes 0)")
     shutil.copytree(good, tmp_path / "copy")
-    result = run_repo_script("bench/compare_runs.py", good, tmp_path / "copy")
+    result = run_repo_script("tools/compare_runs.py", good, tmp_path / "copy")
     assert result.returncode == 0, result.stderr
     assert (f"test macro-AUC {tmp_path / 'copy'} - {good}: +0.0000, 95 % interval [+0.0000, +0.0000] (includes 0: "
             "no difference shown)") in result.stdout
@@ -107,11 +107,11 @@ def test_a_corrupt_or_incomplete_metrics_json_is_named_in_one_line(tmp_path):
     a, b = fake_run(tmp_path, "a", labels(30, [3, 15])), fake_run(tmp_path, "b", labels(30, [3, 15]))
     metrics = b / "metrics.json"
     metrics.write_text(metrics.read_text()[:40])
-    result = run_repo_script("bench/compare_runs.py", a, b)
+    result = run_repo_script("tools/compare_runs.py", a, b)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and f"{metrics} is not valid JSON" in lines[0]
     write_json_atomic(metrics, {"test": {}})
-    result = run_repo_script("bench/compare_runs.py", a, b)
+    result = run_repo_script("tools/compare_runs.py", a, b)
     assert result.returncode == 2 and f"{metrics} lacks val, epochs" in result.stderr
     assert "Traceback" not in result.stderr and json.loads(metrics.read_text()) == {"test": {}}
 
@@ -122,7 +122,7 @@ def test_an_ensemble_dir_is_compared_like_a_run_and_rescored_by_its_members(tiny
     train_ensemble(tiny_train_config(data, ens, epochs=2), [0, 1])
     aucs = {run: json.loads((run / "metrics.json").read_text())["test"]["macro_auc"] for run in (single, ens)}
     best = "/".join(str(json.loads((ens / f"seed{s}" / "metrics.json").read_text())["best_epoch"]) for s in (0, 1))
-    result = run_repo_script("bench/compare_runs.py", single, ens)
+    result = run_repo_script("tools/compare_runs.py", single, ens)
     assert result.returncode == 0, result.stderr
     row = next(x for x in result.stdout.splitlines() if x.startswith(str(ens)))
     assert f"{aucs[ens]:.4f}" in row and f" {best} " in row

@@ -7,7 +7,7 @@ import pytest
 
 from common.ensemble import train_ensemble
 from conftest import TINY_TRAIN, tiny_train_config, with_preprocess_meta
-from test_pdd_experiment import pdd_experiment
+from experiments import pdd_experiment
 
 pytestmark = pytest.mark.slow  # trains and re-scores whole runs: see pytest.ini
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import csv
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +21,8 @@ from common.model import build_model
 from common.online_pdd import Plan, RecordScores, record_losses, scoring_logits, srd_count, true_label_prob
 from common.step import Step, StopFlag, TrainState, train_epoch
 from common.train import train
-from conftest import ROOT, TINY_TRAIN, history_rows, tiny_train_config, with_preprocess_meta
-
-sys.path.insert(0, str(ROOT / "bench"))
-
-import pdd_experiment  # noqa: E402
+from conftest import TINY_TRAIN, history_rows, tiny_train_config, with_preprocess_meta
+from experiments import pdd_experiment
 
 
 def column(run_dir: Path, name: str) -> list[int]:

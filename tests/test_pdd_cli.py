@@ -11,7 +11,7 @@ from conftest import ROOT, interrupt_at_start_up
 @pytest.mark.parametrize("script, args", [
     ("train_1d_baseline.py", []), ("preprocess.py", []),
     ("compute_difficulty.py", []), ("pdd_split.py", []), ("pdd_folder_generator.py", []),
-    ("bench/compare_runs.py", ["run_dir"]), ("bench/pdd_experiment.py", []),
+    ("tools/compare_runs.py", ["run_dir"]), ("experiments/pdd_experiment.py", []),
 ])
 def test_ctrl_c_at_start_up_ends_without_a_traceback(tmp_path: Path, script: str, args: list[str]) -> None:
     result = interrupt_at_start_up([sys.executable, str(ROOT / script), *args], tmp_path)

@@ -1,6 +1,7 @@
-"""bench/pdd_experiment.py: a finished or interrupted run is reused only when made with this experiment's settings and
-data, else refused naming the difference before anything trains; bad checkpoints and inputs get one line, exit 2,
-and no empty out_dir; killed at any point, the same command completes it with the table of an uninterrupted run."""
+"""experiments/pdd_experiment.py: a finished or interrupted run is reused only when made with this experiment's
+settings and data, else refused naming the difference before anything trains; bad checkpoints and inputs get one
+line, exit 2, and no empty out_dir; killed at any point, the same command completes it with the table of an
+uninterrupted run."""
 import csv
 import json
 import shutil
@@ -15,10 +16,7 @@ import pytest
 from common.errors import ConfigError
 from common.train import train
 from conftest import ROOT, TINY_TRAIN, run_repo_script, tiny_train_config, with_preprocess_meta
-
-sys.path.insert(0, str(ROOT / "bench"))
-
-import pdd_experiment  # noqa: E402
+from experiments import pdd_experiment
 
 pytestmark = pytest.mark.slow  # trains and re-scores whole runs: see pytest.ini
 
@@ -40,7 +38,7 @@ def test_a_finished_run_of_other_settings_is_refused_naming_the_difference(data,
     out = tmp_path / "exp"
     pdd_experiment.main(experiment(data, out, "--variants", "baseline", "--epochs", "3", "--width", "8"))
     metrics = (out / "baseline" / "seed0" / "metrics.json").read_bytes()
-    result = run_repo_script("bench/pdd_experiment.py",
+    result = run_repo_script("experiments/pdd_experiment.py",
                              *experiment(data, out, "--variants", "baseline", "dbpd", "--epochs", "6", "--width", "32"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
@@ -102,7 +100,7 @@ def test_a_corrupt_last_pt_in_out_dir_gets_one_line_and_exit_2(data, tmp_path):
     last = out / "baseline" / "seed0" / "last.pt"
     last.parent.mkdir(parents=True)
     last.write_bytes(b"PK\x03\x04 truncated")
-    result = run_repo_script("bench/pdd_experiment.py", *experiment(data, out, "--variants", "baseline",
+    result = run_repo_script("experiments/pdd_experiment.py", *experiment(data, out, "--variants", "baseline",
                                                                      "--epochs", "3"))
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and str(last) in lines[0] and "Traceback" not in result.stderr
@@ -119,7 +117,7 @@ def test_a_corrupt_last_pt_in_out_dir_gets_one_line_and_exit_2(data, tmp_path):
 ])
 def test_bad_input_exits_2_without_creating_out_dir(data, tmp_path, flags, message):
     out = tmp_path / "exp"
-    result = run_repo_script("bench/pdd_experiment.py", *experiment(data, out, "--variants", "baseline"), *flags,
+    result = run_repo_script("experiments/pdd_experiment.py", *experiment(data, out, "--variants", "baseline"), *flags,
                              cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()
@@ -139,7 +137,7 @@ def results_without_timings(out: Path) -> list[dict]:
 def test_kill_9_then_the_same_command_gives_the_uninterrupted_table(data, tmp_path, kill_in):
     flags = ("--variants", "baseline", "infobatch", "budget", "--epochs", "4", "--pdd_delta", "0.75")
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "bench/pdd_experiment.py", *experiment(data, out, *flags)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "experiments/pdd_experiment.py", *experiment(data, out, *flags)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not list(out.glob(f"{kill_in}/history.csv")):
@@ -148,7 +146,7 @@ def test_kill_9_then_the_same_command_gives_the_uninterrupted_table(data, tmp_pa
     if not list(out.glob(f"{kill_in}/history.csv")):
         pytest.fail(f"the experiment never reached {kill_in} (exit {proc.wait(timeout=30)}), so it was not killed there")
     assert proc.wait(timeout=30) == -signal.SIGKILL and not (out / "results.csv").exists()
-    rerun = run_repo_script("bench/pdd_experiment.py", *experiment(data, out, *flags))
+    rerun = run_repo_script("experiments/pdd_experiment.py", *experiment(data, out, *flags))
     assert rerun.returncode == 0, rerun.stderr
     pdd_experiment.main(experiment(data, tmp_path / "whole", *flags))
     whole = results_without_timings(tmp_path / "whole")

@@ -1,7 +1,6 @@
-"""bench/recipe_search.py: validation-only table of recipes, one member and ensembles of the first k, reusing runs;
-a recipe's folder is an ensemble dir that train_1d_baseline.py --seeds evaluates without retraining."""
+"""experiments/recipe_search.py: validation-only table of recipes, one member and ensembles of the first k, reusing
+runs; a recipe's folder is an ensemble dir that train_1d_baseline.py --seeds evaluates without retraining."""
 import csv
-import sys
 
 import numpy as np
 import pytest
@@ -10,11 +9,8 @@ from sklearn.metrics import roc_auc_score
 from common.checkpoint import load_model
 from common.ensemble import train_ensemble
 from common.evaluate import predict_as_trained
-from conftest import ROOT, TINY_TRAIN, tiny_train_config
-
-sys.path.insert(0, str(ROOT / "bench"))
-
-import recipe_search  # noqa: E402
+from conftest import TINY_TRAIN, tiny_train_config
+from experiments import recipe_search
 
 FLAGS = [f"--{k}={v}" for k, v in {**TINY_TRAIN, "lr": 3e-4}.items()]  # slow: models stay imperfect
 

@@ -1,8 +1,8 @@
 """Search for a better training recipe on validation only: each candidate in RECIPES is trained with the given
 seeds, and scored by the val macro-AUC of one member and of the ensemble of its first k members, beside its cost.
 
-    python bench/recipe_search.py --data_dir results/dev100 --out_dir results/recipe_search \\
-        --recipes e20 e15 e20_aug --seeds 0 1 2 [--table bench/recipe_search_dev100.md] [train_1d_baseline.py flags]
+    python experiments/recipe_search.py --data_dir results/dev100 --out_dir results/recipe_search \\
+        --recipes e20 e15 e20_aug --seeds 0 1 2 [--table docs/recipe_search_dev100.md] [train_1d_baseline.py flags]
 
 Every run goes in OUT_DIR/<recipe>/seed<k>: a finished run of the same settings is reused, an interrupted one
 resumed, one of other settings refused (common.runs), so the same command continues after a kill. The table lists
@@ -34,7 +34,6 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 
-from bench.pdd_experiment import markdown_table, mean_sd  # noqa: E402
 from common.checkpoint import load_model  # noqa: E402
 from common.config import TrainConfig, check_config, options, parse_config  # noqa: E402
 from common.datadir import DEFAULT_DATA_DIR, atomic_file, load_split  # noqa: E402
@@ -46,6 +45,7 @@ from common.files import load_json  # noqa: E402
 from common.labels import one_hot  # noqa: E402
 from common.metrics import macro, per_class_auc  # noqa: E402
 from common.runs import LOAD_NAME, check_reusable, trained  # noqa: E402
+from experiments.pdd_report import markdown_table, mean_sd  # noqa: E402
 
 RECIPES = {  # candidate: the train_1d_baseline.py options it sets over the search's own
     "e30_max": {"epochs": 30, "aggregation": "max_prob"},  # the default before this search

@@ -1,6 +1,6 @@
 """Compare finished run dirs (metrics.json): test macro-AUC, per-class AUC, epochs, compute, wall time.
 
-    python bench/compare_runs.py baseline_ckpt pdd_ckpt/stage3 [--markdown]
+    python tools/compare_runs.py baseline_ckpt pdd_ckpt/stage3 [--markdown]
 
 A PDD stage run needs the baseline run whose checkpoint scored the difficulty; its samples and wall
 time are added to the stage run's own ("total" columns), since staged training cannot exist without it.
