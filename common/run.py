@@ -2,6 +2,7 @@
 given) or continued exactly from a --resume checkpoint, and the checkpoint it writes (common/checkpoint.py)."""
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -138,7 +139,7 @@ def pdd_plan(cfg: TrainConfig, n_train: int) -> Plan:
     if cfg.pdd == "infobatch" and revision == 0:
         raise ConfigError(f"--pdd_delta {cfg.pdd_delta} leaves no full-data epoch in {cfg.epochs} epochs "
                           f"(round({cfg.epochs} * (1 - delta)) = 0); lower --pdd_delta to at most "
-                          f"{1 - 0.5 / cfg.epochs:.3f} or train more epochs")
+                          f"{math.floor((1 - 1 / cfg.epochs) * 1000) / 1000:g} or train more epochs")
     return Plan(mode=cfg.pdd, epochs=cfg.epochs, revision=revision, threshold=cfg.pdd_threshold, gamma=cfg.pdd_gamma,
                 matched=matched, scores=cfg.pdd_scores, readmit=cfg.pdd_readmit, ratio=cfg.pdd_ratio,
                 restore_bn=cfg.pdd_bn == "restore")

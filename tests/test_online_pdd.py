@@ -179,6 +179,16 @@ def test_pdd_options_that_make_no_sense_are_refused(tiny_data_dir: Path, tmp_pat
         train(tiny_train_config(tiny_data_dir, tmp_path / "run", **options))
 
 
+def test_the_pdd_delta_an_infobatch_refusal_suggests_leaves_a_full_data_epoch(tiny_data_dir: Path,
+                                                                             tmp_path: Path) -> None:
+    """4 epochs at delta 0.875: round(4 * 0.125) = round(0.5) = 0 full-data epochs; the message once suggested 0.875
+    itself, and now 0.75, which leaves round(4 * 0.25) = 1."""
+    with pytest.raises(ConfigError, match=r"lower --pdd_delta to at most 0\.75 or train more epochs"):
+        train(tiny_train_config(tiny_data_dir, tmp_path / "refused", pdd="infobatch"))
+    train(tiny_train_config(tiny_data_dir, tmp_path / "run", pdd="infobatch", pdd_delta=0.75))
+    assert column(tmp_path / "run", "epoch_backpropagated")[-1] == 96
+
+
 def test_srd_run_keeps_gamma_fractions_then_revises_on_all(tiny_data_dir: Path, tmp_path: Path) -> None:
     report = train(tiny_train_config(tiny_data_dir, tmp_path / "srd", pdd="srd", pdd_gamma=0.5, revision_frac=0.25))
     assert column(tmp_path / "srd", "epoch_backpropagated") == [96, 48, 24, 96]
