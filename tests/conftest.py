@@ -87,6 +87,7 @@ import csv  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
 if TYPE_CHECKING:
@@ -155,3 +156,18 @@ def interrupt_at_start_up(command: list[str], cwd: Path) -> subprocess.Completed
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
+def kill_when(proc: subprocess.Popen, reached: Callable[[], bool], point: str, timeout: float = 120) -> None:
+    """kill -9 proc once reached() holds; fail the test when proc ends or the timeout passes first (showing proc's
+    stderr when it was started with stderr=PIPE), so a kill test never passes without its kill."""
+    deadline = time.time() + timeout
+    while not reached():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            stderr = proc.communicate()[1]
+            pytest.fail(f"never reached {point}, to be killed there (exit {proc.returncode})"
+                        + (f": {stderr.decode()}" if stderr else ""))
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait(timeout=30)

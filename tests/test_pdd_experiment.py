@@ -8,14 +8,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from common.errors import ConfigError
 from common.train import train
-from conftest import ROOT, TINY_TRAIN, run_repo_script, tiny_train_config, with_preprocess_meta
+from conftest import ROOT, TINY_TRAIN, kill_when, run_repo_script, tiny_train_config, with_preprocess_meta
 from experiments import pdd_experiment
 
 pytestmark = pytest.mark.slow  # trains and re-scores whole runs: see pytest.ini
@@ -138,14 +137,9 @@ def test_kill_9_then_the_same_command_gives_the_uninterrupted_table(data, tmp_pa
     flags = ("--variants", "baseline", "infobatch", "budget", "--epochs", "4", "--pdd_delta", "0.75")
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "experiments/pdd_experiment.py", *experiment(data, out, *flags)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not list(out.glob(f"{kill_in}/history.csv")):
-        time.sleep(0.01)
-    proc.kill()
-    if not list(out.glob(f"{kill_in}/history.csv")):
-        pytest.fail(f"the experiment never reached {kill_in} (exit {proc.wait(timeout=30)}), so it was not killed there")
-    assert proc.wait(timeout=30) == -signal.SIGKILL and not (out / "results.csv").exists()
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # progress bars would fill a pipe
+    kill_when(proc, lambda: bool(list(out.glob(f"{kill_in}/history.csv"))), f"the experiment's {kill_in}")
+    assert proc.returncode == -signal.SIGKILL and not (out / "results.csv").exists()
     rerun = run_repo_script("experiments/pdd_experiment.py", *experiment(data, out, *flags))
     assert rerun.returncode == 0, rerun.stderr
     pdd_experiment.main(experiment(data, tmp_path / "whole", *flags))

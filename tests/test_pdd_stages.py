@@ -4,10 +4,8 @@ import errno
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +19,7 @@ from common.difficulty import save_difficulty
 from common.errors import ConfigError
 from common.preprocess import PreprocessConfig, preprocess
 from common.traindata import load_data
-from conftest import ROOT, run_repo_script
+from conftest import ROOT, kill_when, run_repo_script
 
 
 @pytest.fixture()
@@ -340,14 +338,7 @@ def run_killed(script: str, args: list[str], patch: str, wait_for: Callable[[], 
     code = (f"import runpy, sys\nsys.path.insert(0, {str(ROOT)!r})\n{patch}\nsys.argv = {[script, *args]!r}\n"
             f"runpy.run_path({script!r}, run_name='__main__')")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while not wait_for():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"{script} never reached the point where it was to be killed: {proc.communicate()[1].decode()}")
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, wait_for, f"the point in {script} where it was to be killed")
 
 
 @pytest.mark.slow

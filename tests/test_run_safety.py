@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from functools import partial
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from common.distributed import Dist
 from common.loop import epoch_batches, one_cycle_lr
 from common.run import seed_process
 from common.train import train
-from conftest import ROOT, TINY_TRAIN, TINY_TRAIN_FLAGS, tiny_train_config, train_exit_code
+from conftest import ROOT, TINY_TRAIN, TINY_TRAIN_FLAGS, kill_when, tiny_train_config, train_exit_code
 from train_1d_baseline import parse_command
 
 TINY_FLAGS = TINY_TRAIN_FLAGS
@@ -222,14 +221,7 @@ def test_kill_9_then_the_same_command_completes_the_run(tiny_data_dir: Path, tmp
         return history.is_file() and len(history.read_text().splitlines()) > epochs_done
 
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while not reached():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"the run never reached its {kill_at} to be killed there: {proc.communicate()[1].decode()}")
-        time.sleep(0.01)
-    proc.kill()
-    proc.wait(timeout=30)
+    kill_when(proc, reached, f"the run's {kill_at}")
     assert proc.returncode == -signal.SIGKILL and not (run / "metrics.json").exists()
     assert (run / "last.pt").exists() == (epochs_done > 0)
     again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
