@@ -10,6 +10,7 @@ from pathlib import Path
 
 from common.datadir import ARRAY_NAMES, META_NAME, load_meta
 from common.locks import try_lock
+from common.outputs import new_folders
 from common.pdd import DIFFICULTY_JSON, DIFFICULTY_NPY
 
 log = logging.getLogger("preprocess")
@@ -86,22 +87,16 @@ def take_lock(lock: Path, out_dir: Path) -> int:
 @contextlib.contextmanager
 def out_dir_locked(out_dir: Path) -> Iterator[None]:
     """Hold .NAME.lock beside out_dir while the run lives (flock: released even on kill -9), so two runs never
-    write one out dir at once. The lock file is removed at the end, and so are the parent folders created for it
-    when the run made nothing in them."""
-    created = [folder for folder in (out_dir.parent, *out_dir.parent.parents) if not folder.exists()]
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    write one out dir at once. The lock file is removed at the end, and a failed run leaves no folder it made for it
+    (new_folders)."""
     lock = out_dir.parent / f".{out_dir.name}.lock"
-    fd = None
-    try:
+    with new_folders(out_dir.parent):
         fd = take_lock(lock, out_dir)
-        yield
-    finally:
-        if fd is not None:
+        try:
+            yield
+        finally:
             lock.unlink(missing_ok=True)
             os.close(fd)
-        for folder in created:  # deepest first; one holding anything stays
-            with contextlib.suppress(OSError):
-                folder.rmdir()
 
 
 def move_aside_stale(out_dir: Path, old_fingerprint: str) -> None:
