@@ -21,6 +21,7 @@ from common.device import resolve_device
 from common.inference import load_members, score
 from common.labels import one_hot
 from common.metrics import format_summary, plot_roc_curves, summarise, tune_thresholds
+from common.predictions import save_predictions
 from common.config import TrainConfig, check_config, options
 from common.errors import ConfigError
 from common.runs import check_reusable, trained
@@ -75,8 +76,8 @@ def train_members(cfg: TrainConfig, seeds: list[int]) -> list[dict]:
 
 
 def evaluate_ensemble(cfg: TrainConfig, seeds: list[int], members_metrics: list[dict]) -> dict:
-    """Score the members' best.pt on val and test, average, tune thresholds on val; write metrics.json and
-    roc_curves.png into ckpt_dir and return the report."""
+    """Score the members' best.pt on val and test, average, tune thresholds on val; write predictions.npz,
+    metrics.json and roc_curves.png into ckpt_dir and return the report."""
     started = time.time()
     device = resolve_device(cfg.device)
     data = load_data(cfg.data_dir, cfg.window_seconds)
@@ -108,6 +109,7 @@ def evaluate_ensemble(cfg: TrainConfig, seeds: list[int], members_metrics: list[
         "ckpt_dir": str(cfg.ckpt_dir), "checkpoints": [str(p.relative_to(cfg.ckpt_dir)) for p in paths],
         "device": str(device), "torch_version": str(torch.__version__),
     }
+    save_predictions(Path(cfg.ckpt_dir), {"val": val_probs, "test": test_probs}, data.record_ids)
     write_json_atomic(Path(cfg.ckpt_dir) / "metrics.json", report)
     plot_roc_curves(Path(cfg.ckpt_dir) / "roc_curves.png", test_probs, data.y["test"], data.multilabel, data.classes)
     return report

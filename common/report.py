@@ -12,11 +12,13 @@ from common.datadir import write_json_atomic
 from common.labels import one_hot
 from common.metrics import plot_history, plot_roc_curves, summarise, tune_thresholds
 from common.model import count_parameters
+from common.predictions import save_predictions
 from common.run import Run, unwrap
 
 
 def final_report(run: Run) -> dict:
-    """Score best.pt once: F1 thresholds tuned on validation, then test; write metrics.json and the curve PNGs."""
+    """Score best.pt once: F1 thresholds tuned on validation, then test; write predictions.npz (what later
+    comparisons read), metrics.json and the curve PNGs."""
     cfg, data, state, ckpt_dir = run.cfg, run.data, run.state, Path(run.cfg.ckpt_dir)
     unwrap(run.step.model).load_state_dict(load_checkpoint(ckpt_dir / "best.pt")["model"])
     val_probs, test_probs = run.score("val"), run.score("test")
@@ -40,6 +42,7 @@ def final_report(run: Run) -> dict:
         "started_from": run.source, "ckpt_dir": str(cfg.ckpt_dir), "checkpoint": str(ckpt_dir / "best.pt"),
         "world_size": run.dist.world_size, "device": str(run.dist.device), "torch_version": str(torch.__version__),
     }
+    save_predictions(ckpt_dir, {"val": val_probs, "test": test_probs}, data.record_ids)
     write_json_atomic(ckpt_dir / "metrics.json", report)
     plot_history(ckpt_dir / "training_curves.png", state.history)
     plot_roc_curves(ckpt_dir / "roc_curves.png", test_probs, data.y["test"], data.multilabel, data.classes)

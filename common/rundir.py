@@ -20,7 +20,8 @@ from common.outputs import check_writable, new_folders
 from common.run import Run
 from common.traindata import Data
 
-RUN_FILES = ("last.pt", "best.pt", "history.csv", "metrics.json", "training_curves.png", "roc_curves.png")
+RUN_FILES = ("last.pt", "best.pt", "history.csv", "metrics.json", "predictions.npz", "training_curves.png",
+             "roc_curves.png")
 
 
 def continue_if_interrupted(cfg: TrainConfig) -> TrainConfig:

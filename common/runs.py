@@ -31,6 +31,12 @@ def stored_run(run_dir: Path) -> tuple[dict, str | None, Path] | None:
     return None
 
 
+def run_load(run_dir: Path) -> float | None:
+    """The 5-minute load average when the run ended (load.json), None when no runner recorded it."""
+    path = run_dir / LOAD_NAME
+    return load_json(path, f"remove {path}")["load_5min_at_end"] if path.is_file() else None
+
+
 def check_reusable(cfg: TrainConfig, asked_by: str = "this experiment", out_flag: str = "--out_dir") -> None:
     """Refuse a run dir whose run was trained with other settings (COMPARED) or on other data than cfg asks for,
     naming each difference and the fix (another `out_flag`); data dirs are compared by their arrays' fingerprint,

@@ -29,6 +29,7 @@ class Data:
     input_shape: dict                     # leads, length, fs, window (samples)
     signal: dict                          # lead names in channel order and meta.json's "signal" (units, filter)
     full_train: int                       # train records of the data dir a PDD stage was cut from (else its own)
+    record_ids: dict[str, list[str]]      # per split, meta.json's record ids (row numbers where it lists none)
     pdd_split_id: str | None = None       # a PDD stage: the id of the easy/medium/hard split it was cut from
 
 
@@ -71,7 +72,14 @@ def load_data(data_dir: str | Path, window_seconds: float) -> Data:
                 norm=norm, fingerprint=meta["fingerprint"], pdd_split_id=meta.get("pdd", {}).get("split_id"),
                 input_shape={"leads": n_leads, "length": length, "fs": fs, "window": window},
                 signal={"leads": list(meta["leads"]), **meta.get("signal", {})},
-                full_train=source_train_records(meta, len(X["train"])))
+                full_train=source_train_records(meta, len(X["train"])),
+                record_ids={split: record_ids(meta, split, len(y[split])) for split in SPLITS})
+
+
+def record_ids(meta: dict, split: str, rows: int) -> list[str]:
+    """The record ids meta.json lists for a split, as strings; row numbers for a data dir that lists none."""
+    listed = meta.get("splits", {}).get(split, {}).get("record_ids")
+    return [str(i) for i in listed] if listed is not None else [str(i) for i in range(rows)]
 
 
 def data_meta(data_dir: str | Path) -> dict:

@@ -22,10 +22,11 @@ is train_1d_baseline.py's and applies to every run (e.g. --width 16 --blocks 1; 
           (samples / N, rounded; the one-cycle schedule shortened to them), same seed: "the same compute, spent on
           the plain recipe", in OUT_DIR/budget/epochs<k>/seed<s>.
 
-Statistics: every run's best.pt scores the test split; each run's difference in test macro-AUC to the same seed's
-baseline (and to its budget-matched baseline) gets a paired bootstrap 95 % interval (1,000 resamples of the test
-records, seed 0, the same resamples for every run); the mean over seeds gets the interval of the per-resample mean,
-and a difference is called significant only when that interval excludes 0. Training seconds are the runs' own
+Statistics: every run's test probabilities (predictions.npz, kept by its final report) score the test split; each
+run's difference in test macro-AUC to the same seed's baseline (and to its budget-matched baseline) gets a paired
+bootstrap 95 % interval (1,000 resamples of the test records, seed 0, the same resamples for every run); the mean
+over seeds gets the interval of the per-resample mean, and a difference is called significant only when that interval
+excludes 0. Training seconds are the runs' own
 (train_seconds); the 5-minute load average when each run ended is kept beside it (load.json), so a timing taken
 while something else ran shows.
 
@@ -55,7 +56,6 @@ from common.augment import sliding_window_starts  # noqa: E402
 from common.checkpoint import load_checkpoint  # noqa: E402
 from common.config import TrainConfig, check_config, options, parse_config  # noqa: E402
 from common.datadir import DEFAULT_DATA_DIR, DataDir, file_sha256, load_meta, load_npy, write_json_atomic  # noqa: E402
-from common.device import resolve_device  # noqa: E402
 from common.difficulty import compute_difficulty  # noqa: E402
 from common.errors import ConfigError  # noqa: E402
 from common.files import load_json  # noqa: E402
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> str:
     note = small_test_note({"classes": first["classes"], "test_labels": test_label_counts(first)})
     rows = [result_row(variant, seed, metrics, n_train, train_seconds(variant, metrics, args.out_dir, seed))
             for variant, seed, metrics in runs]
-    differences = add_statistics(rows, args.data_dir, str(resolve_device(base.device)), base.epochs, n_train)
+    differences = add_statistics(rows, args.data_dir, base.epochs, n_train)
     markdown = write_results(rows, differences, args.out_dir, note)
     print("\n" + markdown)
     return markdown

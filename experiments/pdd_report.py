@@ -2,25 +2,18 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
-from common.checkpoint import load_model
-from common.datadir import atomic_file, load_split
-from common.evaluate import predict_as_trained
-from common.runs import LOAD_NAME
+from common.datadir import DataDir, atomic_file
+from common.predictions import load_predictions
+from common.runs import run_load
 from common.stats import macro_over_defined, percentile_interval, point_and_bootstrap_weights, resampled_aucs
+from common.traindata import record_ids
 from experiments.pdd_variants import VARIANTS, budget_epochs
 
 RESAMPLES = 1000
-
-
-def run_load(metrics: dict) -> float | None:
-    """The 5-minute load average when the run ended (None when another runner trained it)."""
-    path = Path(metrics["ckpt_dir"]) / LOAD_NAME
-    return json.loads(path.read_text())["load_5min_at_end"] if path.is_file() else None
 
 
 def result_row(variant: str, seed: int, metrics: dict, n_train: int, seconds: float) -> dict:
@@ -33,14 +26,13 @@ def result_row(variant: str, seed: int, metrics: dict, n_train: int, seconds: fl
             "forward_samples": metrics["samples_backpropagated"] + metrics["scoring_forward_samples"],
             "scoring_forward_samples": metrics["scoring_forward_samples"],
             "train_seconds": round(seconds, 1), "wall_minutes": metrics["wall_seconds"] / 60,
-            "load_5min_at_end": run_load(metrics), "run_dir": metrics["ckpt_dir"]}
+            "load_5min_at_end": run_load(Path(metrics["ckpt_dir"])), "run_dir": metrics["ckpt_dir"]}
 
 
-def resampled_macro_aucs(run_dir: str, X_test: np.ndarray, y_test: np.ndarray, weights: np.ndarray,
-                         device: str) -> np.ndarray:
-    """Test macro-AUC of run_dir's best.pt under each bootstrap weight row (row 0: all ones, the point estimate)."""
-    model, ckpt = load_model(Path(run_dir) / "best.pt", device)
-    return macro_over_defined(resampled_aucs(predict_as_trained(model, ckpt, X_test, device=device), y_test, weights))
+def resampled_macro_aucs(run_dir: str, test_ids: list[str], y_test: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Test macro-AUC of the run's kept test probabilities under each bootstrap weight row (row 0: all ones, the
+    point estimate)."""
+    return macro_over_defined(resampled_aucs(load_predictions(Path(run_dir), "test", test_ids), y_test, weights))
 
 
 def mean_sd(values: list[float], digits: int) -> str:
@@ -56,14 +48,15 @@ def markdown_table(head: list[str], body: list[list[str]]) -> str:
                      + ["| " + " | ".join(line) + " |" for line in body])
 
 
-def add_statistics(rows: list[dict], data_dir: Path, device: str, epochs: int,
-                   n_train: int) -> dict[str, np.ndarray]:
+def add_statistics(rows: list[dict], data_dir: Path, epochs: int, n_train: int) -> dict[str, np.ndarray]:
     """Add to each PDD row its test macro-AUC difference to the same seed's baseline and to its budget-matched
     baseline, with paired bootstrap 95 % intervals; returns each difference per resample (row 0: the point
     estimate), keyed "<variant>/<seed>/<vs_baseline|vs_budget>", for the means over seeds."""
-    X_test, y_test = load_split(data_dir, "test")
+    data = DataDir(Path(data_dir))
+    y_test = data.split("test")[1]
+    test_ids = record_ids(data.meta, "test", len(y_test))
     weights = point_and_bootstrap_weights(len(y_test), RESAMPLES)
-    resampled = {(row["variant"], row["seed"]): resampled_macro_aucs(row["run_dir"], X_test, y_test, weights, device)
+    resampled = {(row["variant"], row["seed"]): resampled_macro_aucs(row["run_dir"], test_ids, y_test, weights)
                  for row in rows}
     differences = {}
     for row in rows:

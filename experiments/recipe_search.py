@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -34,17 +33,16 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 
-from common.checkpoint import load_model  # noqa: E402
 from common.config import TrainConfig, check_config, options, parse_config  # noqa: E402
-from common.datadir import DEFAULT_DATA_DIR, atomic_file, load_split  # noqa: E402
-from common.device import resolve_device  # noqa: E402
+from common.datadir import DEFAULT_DATA_DIR, DataDir, atomic_file  # noqa: E402
 from common.ensemble import member_config  # noqa: E402
 from common.errors import ConfigError  # noqa: E402
-from common.evaluate import predict_as_trained  # noqa: E402
 from common.files import load_json  # noqa: E402
 from common.labels import one_hot  # noqa: E402
 from common.metrics import macro, per_class_auc  # noqa: E402
-from common.runs import LOAD_NAME, check_reusable, trained  # noqa: E402
+from common.predictions import load_predictions  # noqa: E402
+from common.runs import check_reusable, run_load, trained  # noqa: E402
+from common.traindata import record_ids  # noqa: E402
 from experiments.pdd_report import markdown_table, mean_sd  # noqa: E402
 
 RECIPES = {  # candidate: the train_1d_baseline.py options it sets over the search's own
@@ -60,7 +58,6 @@ RECIPES = {  # candidate: the train_1d_baseline.py options it sets over the sear
     "e15_w48": {"epochs": 15, "width": 48},
 }
 BUDGETS_MINUTES = (6, 15, 45)
-VAL_PROBS = "val_probs.npy"
 
 
 def recipe_config(base: TrainConfig, recipe: str, out_dir: Path) -> TrainConfig:
@@ -73,25 +70,7 @@ def finished_seeds(recipe_dir: Path) -> list[int]:
     return sorted(int(path.parent.name[4:]) for path in recipe_dir.glob("seed*/metrics.json"))
 
 
-def val_probs(run_dir: Path, X_val: np.ndarray, device: str) -> np.ndarray:
-    """The run's best.pt on the val split, kept in run_dir (best.pt of a finished run never changes)."""
-    cached = run_dir / VAL_PROBS
-    if cached.is_file():
-        return np.load(cached)
-    model, ckpt = load_model(run_dir / "best.pt", device)
-    probs = predict_as_trained(model, ckpt, X_val, device=device)
-    with atomic_file(cached, "wb") as f:
-        np.save(f, probs)
-    return probs
-
-
-def run_load(run_dir: Path) -> float | None:
-    """The 5-minute load average when the run ended, if a runner recorded it."""
-    path = run_dir / LOAD_NAME
-    return json.loads(path.read_text())["load_5min_at_end"] if path.is_file() else None
-
-
-def recipe_rows(recipe: str, cfg: TrainConfig, X_val: np.ndarray, y_val: np.ndarray, device: str) -> list[dict]:
+def recipe_rows(recipe: str, cfg: TrainConfig, val_ids: list[str], y_val: np.ndarray) -> list[dict]:
     """One row for a single member (mean ± sd over seeds) and one per ensemble of the first k members, k >= 2."""
     seeds = finished_seeds(Path(cfg.ckpt_dir))
     runs = []
@@ -99,7 +78,7 @@ def recipe_rows(recipe: str, cfg: TrainConfig, X_val: np.ndarray, y_val: np.ndar
         member = member_config(cfg, seed)
         check_reusable(member, "this search")
         metrics = load_json(Path(member.ckpt_dir) / "metrics.json", f"remove {member.ckpt_dir} and run again")
-        runs.append((metrics, val_probs(Path(member.ckpt_dir), X_val, device), run_load(Path(member.ckpt_dir))))
+        runs.append((metrics, load_predictions(Path(member.ckpt_dir), "val", val_ids), run_load(Path(member.ckpt_dir))))
     if not runs:
         return []
     classes = runs[0][0]["classes"]
@@ -196,9 +175,10 @@ def main(argv: list[str] | None = None) -> str:
     for recipe in args.recipes:
         for seed in args.seeds:
             trained(member_config(configs[recipe], seed), "this search")
-    X_val, y_val = load_split(args.data_dir, "val")
-    device = str(resolve_device(base.device))
-    rows = [row for recipe in RECIPES for row in recipe_rows(recipe, configs[recipe], X_val, y_val, device)]
+    data = DataDir(Path(args.data_dir))
+    y_val = data.split("val")[1]
+    val_ids = record_ids(data.meta, "val", len(y_val))
+    rows = [row for recipe in RECIPES for row in recipe_rows(recipe, configs[recipe], val_ids, y_val)]
     if not rows:
         raise ConfigError(f"no finished runs in {args.out_dir}")
     markdown = results_markdown(rows)

@@ -52,7 +52,7 @@ def test_a_small_test_split_is_flagged_with_what_one_record_can_move(tmp_path):
     # class A: 3 positives, 27 negatives; one A record moves A's AUC by up to 1/3, the macro-AUC by (1/3)/2
     assert ("the test split has 30 records, A 3 positives and 27 negatives: one A record can move its AUC by up to "
             "0.333 and the macro-AUC by up to 0.167, so this table cannot separate these runs") in result.stdout
-    assert f"paired interval of the macro-AUC difference: not computed, {a / 'best.pt'} not found" in result.stdout
+    assert f"paired interval of the macro-AUC difference: not computed, {a / 'predictions.npz'} not found" in result.stdout
 
 
 @pytest.mark.parametrize("n, positives, note", [
@@ -84,16 +84,16 @@ def test_runs_tested_on_other_records_are_refused_in_one_line(tmp_path):
                                      "on the same test split")
 
 
-def test_the_paired_interval_rescores_both_runs_best_checkpoints(tiny_data_dir, tmp_path):
+def test_the_paired_interval_reads_both_runs_kept_test_probabilities(tiny_data_dir, tmp_path):
     data, good, weak = with_preprocess_meta(tiny_data_dir), tmp_path / "good", tmp_path / "weak"
     train(tiny_train_config(data, good, epochs=4))
     train(tiny_train_config(data, weak, epochs=1, lr=1e-4))
     aucs = {run: json.loads((run / "metrics.json").read_text())["test"]["macro_auc"] for run in (good, weak)}
     result = run_repo_script("tools/compare_runs.py", weak, good)
     assert result.returncode == 0, result.stderr
-    assert ("paired bootstrap over the 48 test records, each run's best.pt (an ensemble's members' mean) (1,000 "
+    assert ("paired bootstrap over the 48 test records, each run's kept test probabilities (1,000 "
             "resamples, seed 0):") in result.stdout
-    # re-scoring best.pt gives each run's own test probabilities: the difference is that of the two metrics.json
+    # each run kept the test probabilities its metrics.json comes from: the difference is that of the two metrics.json
     line = next(x for x in result.stdout.splitlines() if x.startswith(f"  test macro-AUC {good} - {weak}: "))
     assert f": {aucs[good] - aucs[weak]:+.4f}, 95 % interval [+0." in line and line.endswith("(excludes 0)")
     shutil.copytree(good, tmp_path / "copy")
@@ -101,6 +101,10 @@ def test_the_paired_interval_rescores_both_runs_best_checkpoints(tiny_data_dir, 
     assert result.returncode == 0, result.stderr
     assert (f"test macro-AUC {tmp_path / 'copy'} - {good}: +0.0000, 95 % interval [+0.0000, +0.0000] (includes 0: "
             "no difference shown)") in result.stdout
+    (tmp_path / "copy" / "predictions.npz").unlink()
+    result = run_repo_script("tools/compare_runs.py", good, tmp_path / "copy")
+    assert result.returncode == 0 and (f"paired interval of the macro-AUC difference: not computed, "
+                                       f"{tmp_path / 'copy' / 'predictions.npz'} not found") in result.stdout
 
 
 def test_a_corrupt_or_incomplete_metrics_json_is_named_in_one_line(tmp_path):
@@ -116,7 +120,7 @@ def test_a_corrupt_or_incomplete_metrics_json_is_named_in_one_line(tmp_path):
     assert "Traceback" not in result.stderr and json.loads(metrics.read_text()) == {"test": {}}
 
 
-def test_an_ensemble_dir_is_compared_like_a_run_and_rescored_by_its_members(tiny_data_dir, tmp_path):
+def test_an_ensemble_dir_is_compared_like_a_run_by_its_members_mean(tiny_data_dir, tmp_path):
     data, single, ens = with_preprocess_meta(tiny_data_dir), tmp_path / "single", tmp_path / "ens"
     train(tiny_train_config(data, single, epochs=2))
     train_ensemble(tiny_train_config(data, ens, epochs=2), [0, 1])
@@ -126,6 +130,6 @@ def test_an_ensemble_dir_is_compared_like_a_run_and_rescored_by_its_members(tiny
     assert result.returncode == 0, result.stderr
     row = next(x for x in result.stdout.splitlines() if x.startswith(str(ens)))
     assert f"{aucs[ens]:.4f}" in row and f" {best} " in row
-    # re-scoring the members' mean gives the ensemble's own test probabilities: the difference of the metrics.json
+    # the ensemble kept its members' mean: the difference is that of the two metrics.json
     line = next(x for x in result.stdout.splitlines() if x.startswith(f"  test macro-AUC {ens} - {single}: "))
     assert f": {aucs[ens] - aucs[single]:+.4f}, 95 % interval [" in line

@@ -31,6 +31,7 @@ from common.evaluate import per_record_loss, predict, predict_as_trained
 from common.loop import one_cycle_lr
 from common.metrics import summarise, tune_thresholds
 from common.model import build_model, count_parameters
+from common.predictions import load_predictions
 from common.runs import check_reusable
 from common.train import train
 from conftest import ROOT, TINY_TRAIN_FLAGS, history_rows, run_repo_script, tiny_train_config, train_exit_code
@@ -38,7 +39,8 @@ from conftest import ROOT, TINY_TRAIN_FLAGS, history_rows, run_repo_script, tiny
 SCRIPT = ROOT / "train_1d_baseline.py"
 TINY_FLAGS = TINY_TRAIN_FLAGS
 REQUIRED_HISTORY = ["epoch", "train_loss", "val_loss", "val_macro_auc", "lr", "samples_backpropagated", "seconds"]
-RUN_FILES = {"best.pt", "last.pt", "history.csv", "metrics.json", "training_curves.png", "roc_curves.png"}
+RUN_FILES = {"best.pt", "last.pt", "history.csv", "metrics.json", "predictions.npz", "training_curves.png",
+             "roc_curves.png"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 tiny_config = partial(tiny_train_config, epochs=3)
 read_history = history_rows
@@ -196,6 +198,17 @@ def test_training_learns_and_writes_the_run_dir(tiny_data_dir: Path, tmp_path: P
     assert metrics["test"]["per_class_auc"] == pytest.approx(dict(zip(["C0", "C1", "C2"], aucs)), abs=1e-9)
     assert metrics["test"]["macro_auc"] == pytest.approx(np.mean(aucs), abs=1e-9)
     assert_intervals_are_a_plain_bootstrap(metrics["test"], probs, test_y)
+    # the run keeps those probabilities, rows named by record (row numbers: this data dir lists no record ids)
+    np.testing.assert_allclose(load_predictions(run, "test", [str(i) for i in range(48)]), probs, atol=1e-6)
+    model, ckpt = load_model(run / "best.pt")
+    np.testing.assert_allclose(load_predictions(run, "val"),
+                               predict_as_trained(model, ckpt, np.load(tiny_data_dir / "X_val.npy")), atol=1e-6)
+    with pytest.raises(ValueError, match=f"predictions.npz scores other test records than the data dir lists now "
+                                         f"\\(48 vs 47 records\\); the data dir was rebuilt after {run} was trained"):
+        load_predictions(run, "test", [str(i) for i in range(47)])
+    (run / "predictions.npz").unlink()
+    with pytest.raises(FileNotFoundError, match="finished before runs kept their predictions; train it again"):
+        load_predictions(run, "test")
 
 
 def test_single_label_reports_accuracy_and_macro_f1(tiny_make_data_dir, tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ time are added to the stage run's own ("total" columns), since staged training c
 Effective epochs = total samples back-propagated / training records of the full data dir.
 An ensemble dir (train_1d_baseline.py --seeds) is a run too: its best epoch column lists its members'.
 Runs must share their classes and their test records (the data dirs' X_test.npy and y_test.npy fingerprints).
-Each later run is paired with the first: both score the test records again (a run's best.pt, an ensemble's mean of
-its members' best.pt) and the difference of their macro-AUCs gets a 95 % interval from the same bootstrap
+Each later run is paired with the first: the test probabilities each run's final report kept (predictions.npz; an
+ensemble's are its members' mean) give the difference of their macro-AUCs a 95 % interval from the same bootstrap
 resamples of the records (common/stats.py).
 Under a small test split (fewer than MIN_TEST_RECORDS records, or a class with fewer than MIN_TEST_POSITIVES
 positives or negatives) a note says how far a single test record moves the AUCs.
@@ -26,15 +26,12 @@ from common.cli import quiet_interrupts, run_cli  # noqa: E402
 if __name__ == "__main__":
     quiet_interrupts()  # before torch loads: Ctrl-C at start-up ends without a traceback
 
-import numpy as np  # noqa: E402
-
-from common.checkpoint import load_model  # noqa: E402
-from common.datadir import load_npy, load_split  # noqa: E402
-from common.device import resolve_device  # noqa: E402
-from common.evaluate import predict_as_trained  # noqa: E402
+from common.datadir import load_npy  # noqa: E402
 from common.files import load_json  # noqa: E402
 from common.labels import one_hot  # noqa: E402
+from common.predictions import load_predictions  # noqa: E402
 from common.stats import paired_auc_difference  # noqa: E402
+from common.traindata import record_ids  # noqa: E402
 
 MIN_TEST_RECORDS = 500
 MIN_TEST_POSITIVES = 50
@@ -49,11 +46,6 @@ def load_run(run_dir: Path) -> dict:
     metrics = load_json(path, fix, METRICS_KEYS)
     return load_json(path, fix, (*METRICS_KEYS, *(("members", "checkpoints") if "members" in metrics
                                                   else ("best_epoch",))))
-
-
-def checkpoints(run_dir: Path, run_metrics: dict) -> list[Path]:
-    """What scores a run: its best.pt, or an ensemble's member checkpoints (averaged, as predict.py does)."""
-    return [run_dir / c for c in run_metrics["checkpoints"]] if "members" in run_metrics else [run_dir / "best.pt"]
 
 
 def scoring_run(run_metrics: dict) -> tuple[Path | None, int]:
@@ -102,7 +94,6 @@ def describe(run_dir: Path) -> dict:
         "epochs": metrics["epochs"],
         "best_epoch": ("/".join(str(m["best_epoch"]) for m in metrics["members"]) if "members" in metrics
                        else metrics["best_epoch"]),
-        "checkpoints": checkpoints(run_dir, metrics),
         "samples": metrics["samples_backpropagated"],
         "scoring_run": str(scorer) if scorer else "",
         "total_samples": total,
@@ -126,16 +117,17 @@ def check_comparable(rows: list[dict]) -> None:
 
 def paired_differences(rows: list[dict]) -> str:
     """Each later run's test macro-AUC minus the first run's, with its paired bootstrap interval, from the test
-    probabilities of each run's checkpoints (an ensemble's averaged) re-scored on the first run's test split."""
-    missing = [path for row in rows for path in row["checkpoints"] if not path.is_file()]
-    if missing:
-        return f"paired interval of the macro-AUC difference: not computed, {missing[0]} not found"
-    X, y = load_split(rows[0]["data_dir"], "test")
-    device = resolve_device("auto")
-    probs = [np.mean([predict_as_trained(*load_model(path, device), X, device=device) for path in row["checkpoints"]],
-                     axis=0) for row in rows]
+    probabilities each run kept (predictions.npz), checked to score the first run's test records."""
+    data_dir = Path(rows[0]["data_dir"])
+    y = load_npy(data_dir / "y_test.npy")
+    ids = record_ids(load_json(data_dir / "meta.json", "is the run's data dir still where it was trained?"), "test",
+                     len(y))
+    try:
+        probs = [load_predictions(Path(row["run"]), "test", ids) for row in rows]
+    except (FileNotFoundError, ValueError) as e:
+        return f"paired interval of the macro-AUC difference: not computed, {e}"
     results = [paired_auc_difference(run_probs, probs[0], y) for run_probs in probs[1:]]
-    lines = [f"paired bootstrap over the {len(y)} test records, each run's best.pt (an ensemble's members' mean) "
+    lines = [f"paired bootstrap over the {len(y)} test records, each run's kept test probabilities "
              f"({results[0]['resamples']:,} resamples, seed {results[0]['seed']}):"]
     for row, result in zip(rows[1:], results):
         pair = f"  test macro-AUC {row['run']} - {rows[0]['run']}"
