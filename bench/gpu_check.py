@@ -52,6 +52,9 @@ def derived_data_dir(src: Path, dest: Path, train_rows: int | None = None, upsam
             out[first:first + len(block)] = resample_poly(block, upsample, 1, axis=-1) if upsample > 1 else block
         out.flush()
         np.save(dest / f"y_{split}.npy", y[rows])
+        meta["counts"][split] = len(rows)
+        listed = meta.get("splits", {}).get(split, {})
+        meta.setdefault("splits", {})[split] = {key: [ids[i] for i in rows] for key, ids in listed.items()}
     meta.update(fs=meta["fs"] * upsample, length=meta["length"] * upsample, fingerprint=fingerprint_arrays(dest))
     write_json_atomic(dest / "meta.json", meta)
     return dest
