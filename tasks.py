@@ -137,15 +137,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("task", choices=["venv", "demo", "clean", *PYTEST_ARGS])
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help="test tasks: more arguments for pytest")
     args = parser.parse_args(argv)
+    venv = args.venv.absolute()
     if args.pytest_args and args.task not in PYTEST_ARGS:
         parser.error(f"{args.task} takes no further arguments (got {' '.join(args.pytest_args)})")
     if args.task == "venv":
-        return ensure_venv(args.venv)
+        return ensure_venv(venv)
     if args.task == "demo":
-        return demo(args.venv)
+        return demo(venv)
     if args.task == "clean":
         return clean()
-    return test(args.venv, args.task, args.pytest_args)
+    return test(venv, args.task, args.pytest_args)
 
 
 if __name__ == "__main__":
