@@ -52,13 +52,15 @@ def needs_install(venv: Path, requirements: list[Path]) -> bool:
 
 
 def run(command: list[str | Path], env: dict[str, str] | None = None) -> int:
-    """Run a command in the foreground and return its exit code. Ctrl-C reaches the child too, so it is left to
-    end itself (training saves last.pt first) and its code is returned, instead of killing it."""
+    """Run a command in the foreground and return its exit code (128 + signal when a signal ended it, as a shell
+    says). Ctrl-C reaches the child too, so it is left to end itself (training saves last.pt first) and its code
+    is returned, instead of killing it."""
     print(" ".join(map(str, command)), flush=True)
     proc = subprocess.Popen(list(map(str, command)), env=env)
     while True:
         try:
-            return proc.wait()
+            code = proc.wait()
+            return code if code >= 0 else 128 - code
         except KeyboardInterrupt:
             continue
 

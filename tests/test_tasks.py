@@ -60,6 +60,11 @@ def test_run_all_stops_at_the_first_failure_with_its_exit_code(tmp_path: Path) -
     assert not after.exists()
 
 
+@pytest.mark.linux_only
+def test_a_step_ended_by_a_signal_exits_with_128_plus_the_signal() -> None:
+    assert tasks.run_all([[sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]]) == 137
+
+
 PORTABLE_PROBE = """
 import multiprocessing, os, signal, subprocess, sys
 try:
