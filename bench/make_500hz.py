@@ -58,7 +58,7 @@ def make_500hz(src: Path, dest: Path, workers: int) -> int:
                 shutil.copy2(src / name, tmp / name)
         shutil.copytree(src / "records100", tmp / "records100", copy_function=lambda a, b: link_file(Path(a), Path(b)))
         jobs = [(src / lr, tmp / hr) for lr, hr in pairs]
-        with get_context("fork").Pool(workers, start_worker, (os.getpid(),)) as pool:
+        with get_context().Pool(workers, start_worker) as pool:
             for _ in tqdm(pool.imap_unordered(write_500hz, jobs, chunksize=64), total=len(jobs), desc="500 Hz records",
                           unit="rec"):
                 pass

@@ -7,14 +7,12 @@ record, z-scores it per lead and augments it on the training device, with a gene
 """
 from __future__ import annotations
 
-import contextlib
-import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
+import psutil
 import torch
 
 from common.augment import augment
@@ -23,12 +21,9 @@ PLACEMENTS = ("auto", "device", "ram", "mmap")
 
 
 def available_memory() -> int:
-    """Bytes of memory new allocations can take: MemAvailable on Linux, else the free pages."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    """Bytes of memory new allocations can take without swapping (psutil: MemAvailable on Linux, its counterparts on
+    macOS and Windows)."""
+    return psutil.virtual_memory().available
 
 
 def choose_placement(nbytes: int, device: torch.device, asked: str, processes_per_node: int = 1) -> tuple[str, str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 import numpy as np
+import psutil
 
 DEFAULT_DATA_DIR = Path("results/baseline")   # preprocess.py writes it, every later stage reads it
 DEFAULT_PDD_DIR = Path("results/pdd")
@@ -218,16 +219,12 @@ def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
 
 
 def _pid_running(pid: int) -> bool:
-    """True while a process with this id exists and is not a zombie."""
+    """True while a process with this id exists and is not a zombie (psutil: the same answer on every platform)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
+    except psutil.AccessDenied:
         return True
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, TypeVar
 
+from filelock import FileLock
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -230,13 +231,14 @@ class Downloader:
                                        f"{sha256[:16]}...); nothing kept")
 
 
-def lock_dir(out_dir: Path) -> int:
-    """Create out_dir and lock it (flock, released when the process ends) so two downloads never share a .part."""
+def lock_dir(out_dir: Path) -> FileLock:
+    """Create out_dir and lock it (common/locks.py: released when the process ends) so two downloads never share a
+    .part."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    fd = try_lock(out_dir)
-    if fd is None:
+    lock = try_lock(out_dir)
+    if lock is None:
         raise ValueError(f"another download is writing into {out_dir}; wait for it to end")
-    return fd
+    return lock
 
 
 def download(cfg: DownloadConfig, command: str = "download_ptbxl.py") -> list[Outcome]:
@@ -250,11 +252,11 @@ def download(cfg: DownloadConfig, command: str = "download_ptbxl.py") -> list[Ou
     cfg.out_dir = Path(cfg.out_dir)
     check_writable(cfg.out_dir, "--out_dir", folder=True)
     with new_folders(cfg.out_dir):
-        fd = lock_dir(cfg.out_dir)
+        lock = lock_dir(cfg.out_dir)
         try:
             return _download_locked(cfg, command)
         finally:
-            os.close(fd)
+            lock.release()
 
 
 def _download_locked(cfg: DownloadConfig, command: str) -> list[Outcome]:

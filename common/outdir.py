@@ -19,12 +19,15 @@ DERIVED_FILES = ("difficulty.csv", DIFFICULTY_JSON, DIFFICULTY_NPY)  # later sta
 
 
 def check_out_path(out: Path, input_dir: Path) -> None:
-    """Refuse an --out_dir that cannot be a folder (a file on its path) or that is, contains or lies inside
+    """Refuse an --out_dir that cannot be a folder (a file at or on its path) or that is, contains or lies inside
     --input_dir (links followed), before any work: writing there would replace or bury the raw data."""
     for folder in reversed(out.parents):
         if folder.exists() and not folder.is_dir():
             raise NotADirectoryError(
                 f"--out_dir {out} cannot be created: {folder} is a file, not a folder; choose another --out_dir")
+    if out.is_symlink() and not out.exists() or out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out_dir {out} is a file, which preprocess.py did not write and does not replace, "
+                              "even with --overwrite; choose another --out_dir")
     out_real, input_real = out.resolve(), input_dir.resolve()
     relation = ("is" if out_real == input_real else "contains" if out_real in input_real.parents
                 else "lies inside" if input_real in out_real.parents else None)
@@ -39,9 +42,6 @@ def check_out_dir(out: Path, config_id: str, overwrite: bool) -> dict | None:
     preprocess.py's own files."""
     if not (out.exists() or out.is_symlink()):
         return None
-    if not out.is_dir():
-        raise FileExistsError(f"--out_dir {out} is a file, which preprocess.py did not write and does not replace, "
-                              "even with --overwrite; choose another --out_dir")
     previous = None
     with contextlib.suppress(ValueError):  # meta.json that is not JSON: not ours to read
         previous = load_meta(out) if (out / META_NAME).is_file() else None
@@ -67,36 +67,18 @@ def check_out_dir(out: Path, config_id: str, overwrite: bool) -> dict | None:
     return None
 
 
-def take_lock(lock: Path, out_dir: Path) -> int:
-    """Create and lock the file lock, and return its descriptor; refuse when another run holds it. A lock file its
-    holder removed after we opened it is not the one the next run opens, so then we try again."""
-    while True:
-        lock.touch()
-        try:
-            fd = try_lock(lock)
-        except FileNotFoundError:
-            continue
-        if fd is None:
-            raise BlockingIOError(f"another preprocess.py is writing {out_dir}; wait for it to end")
-        with contextlib.suppress(FileNotFoundError):
-            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
-                return fd
-        os.close(fd)
-
-
 @contextlib.contextmanager
 def out_dir_locked(out_dir: Path) -> Iterator[None]:
-    """Hold .NAME.lock beside out_dir while the run lives (flock: released even on kill -9), so two runs never
-    write one out dir at once. The lock file is removed at the end, and a failed run leaves no folder it made for it
-    (new_folders)."""
-    lock = out_dir.parent / f".{out_dir.name}.lock"
+    """Hold out_dir's lock (common/locks.py) while the run lives, so two runs never write one out dir at once; a failed
+    run leaves no folder it made for it (new_folders)."""
     with new_folders(out_dir.parent):
-        fd = take_lock(lock, out_dir)
+        lock = try_lock(out_dir)
+        if lock is None:
+            raise BlockingIOError(f"another preprocess.py is writing {out_dir}; wait for it to end")
         try:
             yield
         finally:
-            lock.unlink(missing_ok=True)
-            os.close(fd)
+            lock.release()
 
 
 def move_aside_stale(out_dir: Path, old_fingerprint: str) -> None:

@@ -168,7 +168,7 @@ def generate_stages(
             swap_in_stages(out_root)  # what a run killed while swapping left ready
             return build_stages(DataDir(data_dir), split_dir, out_root, mode, stage_epochs)
         finally:
-            os.close(lock)
+            lock.release()
 
 
 def build_stages(data: DataDir, split_dir: Path, out_root: Path, mode: str,

@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import pandas as pd
 
 from common import ptbxl, signals, splits
 from common.datadir import DEFAULT_DATA_DIR, META_NAME, SPLITS, fingerprint_arrays, staging_dir, write_json_atomic
+from common.host import usable_cpus
 from common.outdir import check_out_dir, check_out_path, commit, out_dir_locked
 from common.readers import CHUNK_BYTES, ReadTask, drop_rows, read_all
 
@@ -56,7 +56,7 @@ class PreprocessConfig:
     fold_col: str = "fold"
     label_sep: str = ";"
     max_skip_frac: float = 0.01
-    workers: int = max(1, os.cpu_count() or 1)
+    workers: int = usable_cpus()
     overwrite: bool = False
     dedupe: bool = False                      # keep the first of rows listing one record, instead of refusing
     allow_patient_across_folds: bool = False  # split by fold even when a patient's records span splits

@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
+import multiprocessing
 import os
 import signal
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from multiprocessing import get_context
+from multiprocessing.connection import wait
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +55,7 @@ def prepare_signal(path: Path, fs: float, length: int, band: tuple[float, float]
 def read_chunk(task: ReadTask) -> ReadResult:
     """Worker: read the task's records, sum them per lead, and write their rows into the .npy in one positioned write.
 
-    A plain pwrite of the whole block avoids the page faults of filling a memory map row by row.
+    One positioned write of the whole block avoids the page faults of filling a memory map row by row.
     A skipped record's row is left as zeros, so it adds nothing to the sums.
     """
     block = np.zeros((len(task.records), 12, task.length), dtype=np.float32)
@@ -66,32 +69,55 @@ def read_chunk(task: ReadTask) -> ReadResult:
             continue
         row = block[i].astype(np.float64)
         sums += [row.sum(axis=1), np.einsum("ij,ij->i", row, row)]
-    fd = os.open(task.x_path, os.O_WRONLY)
-    try:
-        os.pwrite(fd, block, task.data_offset + task.first_row * block[0].nbytes)
-    finally:
-        os.close(fd)
+    with open(task.x_path, "r+b") as f:
+        f.seek(task.data_offset + task.first_row * block[0].nbytes)
+        f.write(block.data)
     return ReadResult(failed, sums)
 
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
-def start_worker(parent_pid: int) -> None:
-    """Reader process set-up: die with the parent even when it is killed (Linux), and leave Ctrl-C to it."""
+@contextlib.contextmanager
+def stop_signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back while the body runs (the main thread's handlers record them), then deliver them:
+    one handled half-way through starting the pool left it unable to stop, or a worker waiting for its start-up data
+    (spawn) that never came."""
+    caught = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: caught.append(signum)) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in caught:
+            signal.raise_signal(signum)
+
+
+def exit_with_parent() -> None:
+    """End this worker the moment its parent process ends, however it ends (kill -9 included): on Linux the kernel's
+    parent-death signal, everywhere a thread waiting on the parent's sentinel (the pipe or process handle that
+    multiprocessing gives every child, ready once the parent is gone)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=lambda: (wait([parent.sentinel]), os._exit(1)), daemon=True).start()
+
+
+def start_worker() -> None:
+    """Reader process set-up, under fork or spawn alike: die with the parent, and leave Ctrl-C to it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the parent while it forked us
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:
-        os._exit(1)
+    exit_with_parent()
 
 
 def read_all(tasks: list[ReadTask], workers: int,
              total: int) -> tuple[list[tuple[Path, int, str]], dict[Path, np.ndarray]]:
-    """Run the read tasks on worker processes with a progress bar; return every skipped (array, row, reason)
-    and the per-lead [sum, sum of squares] of each array.
+    """Run the read tasks on worker processes (the platform's start method: fork on Linux, spawn on macOS and
+    Windows) with a progress bar; return every skipped (array, row, reason) and the per-lead [sum, sum of squares]
+    of each array.
 
     Leaving early (an error, Ctrl-C, SIGTERM) terminates the workers; a killed parent takes them along.
     """
@@ -99,14 +125,9 @@ def read_all(tasks: list[ReadTask], workers: int,
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(tqdm(total=total, desc="reading records", unit="rec"))
         if workers > 1 and len(tasks) > 1:
-            # a signal handled half-way through starting the pool left it unable to stop (a hang, or an ignored
-            # exit): the pool starts with them blocked and is in the stack, so that leaving stops it, once they land
-            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-            try:
-                pool = stack.enter_context(get_context("fork").Pool(min(workers, len(tasks)), start_worker,
-                                                                    (os.getpid(),)))
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            with stop_signals_deferred():  # the pool is in the stack once they land, so that leaving stops it
+                pool = stack.enter_context(multiprocessing.get_context().Pool(min(workers, len(tasks)),
+                                                                              start_worker))
             results = pool.imap(read_chunk, tasks)
         else:
             results = map(read_chunk, tasks)

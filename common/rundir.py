@@ -3,12 +3,12 @@ this command's killed run continued, and a GPU out of memory turned into a resum
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Iterator
 
 import torch
+from filelock import FileLock
 
 from common.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from common.config import TrainConfig, options, resolve_config
@@ -34,7 +34,7 @@ def continue_if_interrupted(cfg: TrainConfig) -> TrainConfig:
     busy = try_lock(last.parent)
     if busy is None:  # another process is training there: claim_run_dir refuses this command
         return cfg
-    os.close(busy)
+    busy.release()
     try:
         ckpt = load_checkpoint(last)
     except CheckpointError:
@@ -53,13 +53,13 @@ def ensemble_members(ckpt_dir: Path) -> list[str]:
     return sorted(p.name for p in ckpt_dir.glob("seed*") if p.name[4:].isdigit() and p.is_dir())
 
 
-def claim_run_dir(cfg: TrainConfig) -> int:
-    """Lock the existing ckpt_dir (flock) for this run's lifetime (the lock goes with the process, even on kill -9);
-    refuse an ensemble dir, and a dir holding another run unless --overwrite (its files are then removed) or
-    resuming its own last.pt. Returns the lock's file descriptor."""
+def claim_run_dir(cfg: TrainConfig) -> FileLock:
+    """Lock the existing ckpt_dir for this run's lifetime (common/locks.py: the lock goes with the process, even on
+    kill -9); refuse an ensemble dir, and a dir holding another run unless --overwrite (its files are then removed)
+    or resuming its own last.pt. Returns the lock."""
     ckpt_dir = Path(cfg.ckpt_dir)
-    fd = try_lock(ckpt_dir)
-    if fd is None:
+    lock = try_lock(ckpt_dir)
+    if lock is None:
         raise ConfigError(f"another training run is using {ckpt_dir}; wait for it to end or choose another --ckpt_dir")
     try:
         members = ensemble_members(ckpt_dir)
@@ -80,9 +80,9 @@ def claim_run_dir(cfg: TrainConfig) -> int:
         for name in RUN_FILES:  # a run killed while writing one of them
             remove_stale_temp_files(ckpt_dir / name)
     except BaseException:
-        os.close(fd)
+        lock.release()
         raise
-    return fd
+    return lock
 
 
 @contextlib.contextmanager
@@ -96,7 +96,7 @@ def run_dir_claimed(cfg: TrainConfig, dist: Dist) -> Iterator[None]:
             try:
                 check_writable(Path(cfg.ckpt_dir), "--ckpt_dir", folder=True)
                 held.enter_context(new_folders(Path(cfg.ckpt_dir)))
-                held.callback(os.close, claim_run_dir(cfg))
+                held.callback(claim_run_dir(cfg).release)
             except ValueError as e:
                 refused = e if isinstance(e, ConfigError) else ConfigError(str(e))
         if dist.agree([int(refused is not None)])[0]:

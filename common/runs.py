@@ -6,6 +6,8 @@ import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import psutil
+
 from common.checkpoint import load_checkpoint
 from common.config import TrainConfig, options, resolve_config
 from common.datadir import load_meta, write_json_atomic
@@ -72,6 +74,6 @@ def trained(cfg: TrainConfig, asked_by: str = "this experiment", out_flag: str =
     print(f"\n=== {run_dir}" + (f" (resuming {cfg.resume})" if cfg.resume else ""), flush=True)
     metrics = train(cfg)
     if metrics is not None:
-        write_json_atomic(run_dir / LOAD_NAME, {"load_5min_at_end": os.getloadavg()[1], "cpus": os.cpu_count()})
+        write_json_atomic(run_dir / LOAD_NAME, {"load_5min_at_end": psutil.getloadavg()[1], "cpus": os.cpu_count()})
     return metrics
 

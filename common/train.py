@@ -11,7 +11,6 @@ Runs unchanged under torchrun (DistributedDataParallel; rank 0 evaluates and wri
 """
 from __future__ import annotations
 
-import os
 from functools import partial
 from typing import Callable
 
@@ -22,6 +21,7 @@ from common.checkpoint import check_compatible, load_checkpoint
 from common.config import TrainConfig, check_config, resolve_config
 from common.data import TrainBatches, choose_placement
 from common.distributed import Dist, init_distributed
+from common.host import usable_cpus
 from common.loop import run_epochs
 from common.metrics import format_summary
 from common.model import count_parameters
@@ -41,7 +41,7 @@ def train(cfg: TrainConfig) -> dict | None:
     cfg = resolve_config(cfg, ckpt)
     dist = init_distributed(cfg.device)
     try:
-        torch.set_num_threads(cfg.threads or max(1, len(os.sched_getaffinity(0)) // dist.processes_per_node))
+        torch.set_num_threads(cfg.threads or max(1, usable_cpus() // dist.processes_per_node))
         torch.set_flush_denormal(True)  # denormal floats made some CPU batches 10-20x slower
         data = load_data(cfg.data_dir, cfg.window_seconds)
         if ckpt is not None:

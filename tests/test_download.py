@@ -277,12 +277,12 @@ def test_refusals(tmp_path):
         parse_sums(f"{'0' * 64}  ../../etc/passwd\n", "SUMS")
     with pytest.raises(ValueError, match="http"):
         download(DownloadConfig(out_dir=tmp_path, base_url="ftp://example.org/"))
-    fd = lock_dir(tmp_path / "busy")
+    lock = lock_dir(tmp_path / "busy")
     try:
         with pytest.raises(ValueError, match="another download"):
             download(DownloadConfig(out_dir=tmp_path / "busy", base_url="http://127.0.0.1:9/"))
     finally:
-        os.close(fd)
+        lock.release()
 
 
 def tree(root: Path) -> list[str]:

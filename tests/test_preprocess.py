@@ -1,4 +1,5 @@
 """preprocess.py against the real PTB-XL sample, the generic CSV path and every bad input it must refuse."""
+import contextlib
 import json
 import os
 import re
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import wfdb
 
@@ -382,48 +384,49 @@ def test_bad_csv_messages_name_the_file(sample_dir, tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: labels CSV {latin} is not UTF-8 text")
 
 
-def children_of(pid: int) -> list[int]:
-    """Ids of the live processes whose parent is pid."""
+def reader_workers(pid: int) -> list[int]:
+    """Ids of the live reader processes below pid (spawn also starts multiprocessing's resource tracker there)."""
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid and fields[0] not in "ZX":
-            found.append(int(stat.parent.name))
+    for child in psutil.Process(pid).children():
+        with contextlib.suppress(psutil.Error):
+            if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(child.cmdline()):
+                found.append(child.pid)
     return found
 
 
 def running(pid: int) -> bool:
     """True while pid is a process that is neither gone nor a zombie."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
-    except (OSError, IndexError):
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
 
 
+# Imported again as __mp_main__ by each worker that spawn starts, so the workers read slowly too.
 SLOW_READER = """import runpy, sys, time
 sys.path.insert(0, {root!r})
 import common.readers as stage
 prepare = stage.prepare_signal
 stage.prepare_signal = lambda *args: (time.sleep(0.01), prepare(*args))[1]  # reading lasts seconds, not 0.2 s
-sys.argv = {argv!r}
-runpy.run_path(sys.argv[0], run_name="__main__")
+if __name__ == "__main__":
+    sys.argv = {argv!r}
+    runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def start_and_signal_when_reading(args: list[str], signum: int) -> tuple[int, str, list[int]]:
+def start_and_signal_when_reading(args: list[str], signum: int, tmp_path: Path) -> tuple[int, str, list[int]]:
     """Start preprocess.py with a slowed-down reader, send it signum while its two reader workers run; return its
     exit status, stderr and those workers."""
     argv = [str(ROOT / "preprocess.py"), *args]
+    wrapper = tmp_path / "slow_preprocess.py"
+    wrapper.write_text(SLOW_READER.format(root=str(ROOT), argv=argv))
     with tempfile.TemporaryFile("w+") as stderr:
-        proc = subprocess.Popen([sys.executable, "-c", SLOW_READER.format(root=str(ROOT), argv=argv)], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+        proc = subprocess.Popen([sys.executable, str(wrapper)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
+                                text=True)
         deadline = time.monotonic() + 60
         workers = []
         while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
-            workers = children_of(proc.pid)
+            workers = reader_workers(proc.pid)
         assert len(workers) == 2, "the run never had its two reader workers running"
         os.kill(proc.pid, signum)
         proc.wait(timeout=60)
@@ -453,7 +456,7 @@ def test_killed_run_leaves_no_workers_and_the_rerun_completes_it(sample_dir, tmp
             "--workers", "2"]
     reference = preprocess(PreprocessConfig(input_dir=sample_dir, out_dir=tmp_path / "ref", val_folds=[8],
                                             test_folds=[9], workers=2), "t")
-    status, _, workers = start_and_signal_when_reading(args, signal.SIGKILL)  # first run, nothing there before
+    status, _, workers = start_and_signal_when_reading(args, signal.SIGKILL, tmp_path)  # first run, nothing there
     assert_all_ended(workers)
     assert status == -signal.SIGKILL
     assert list(tmp_path.glob(".o.tmp-*")) and not (tmp_path / "o").exists()
@@ -465,7 +468,7 @@ def test_killed_run_leaves_no_workers_and_the_rerun_completes_it(sample_dir, tmp
         np.testing.assert_array_equal(array, expected[name], err_msg=name)
 
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "o").iterdir()}
-    status, _, workers = start_and_signal_when_reading(args, signal.SIGKILL)  # a re-run over the complete output
+    status, _, workers = start_and_signal_when_reading(args, signal.SIGKILL, tmp_path)  # again, over finished output
     assert_all_ended(workers)
     assert status == -signal.SIGKILL
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "o").iterdir()} == before
@@ -476,11 +479,11 @@ def test_killed_run_leaves_no_workers_and_the_rerun_completes_it(sample_dir, tmp
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_or_ctrl_c_stops_workers_and_removes_the_temporary_folder(sample_dir, sample_out, signum):
+def test_sigterm_or_ctrl_c_stops_workers_and_removes_the_temporary_folder(sample_dir, sample_out, signum, tmp_path):
     before = {p.name: p.stat().st_mtime_ns for p in sample_out.iterdir()}
     args = ["--input_dir", str(sample_dir), "--out_dir", str(sample_out), "--val_folds", "8", "--test_folds", "9",
             "--workers", "2", "--overwrite"]
-    status, stderr, workers = start_and_signal_when_reading(args, signum)
+    status, stderr, workers = start_and_signal_when_reading(args, signum, tmp_path)
     assert_all_ended(workers)
     assert status == 128 + signum and "Traceback" not in stderr
     assert f"interrupted by {signal.Signals(signum).name}\n" in stderr

@@ -167,14 +167,12 @@ def test_second_run_on_the_same_out_dir_is_refused_while_the_first_writes(raw, t
 
 def test_lock_held_by_another_process_is_named(raw, tmp_path):
     out = tmp_path / "o"
-    lock = tmp_path / ".o.lock"
-    lock.touch()
-    fd = try_lock(lock)
+    lock = try_lock(out)
     try:
         with pytest.raises(OSError, match=f"another preprocess.py is writing {out}; wait for it to end"):
             preprocess(config(raw, out), "t")
     finally:
-        os.close(fd)
+        lock.release()
     assert not out.exists()
 
 

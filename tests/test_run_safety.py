@@ -3,7 +3,6 @@ interrupted reports, per-rank seeds (issue 8), on tiny synthetic data."""
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import signal
@@ -22,6 +21,7 @@ from common.checkpoint import load_checkpoint, save_checkpoint
 from common.config import TrainConfig
 from common.datadir import fingerprint_arrays
 from common.distributed import Dist
+from common.locks import try_lock
 from common.loop import epoch_batches, one_cycle_lr
 from common.run import seed_process
 from common.train import train
@@ -59,14 +59,13 @@ def test_a_run_dir_in_use_by_a_live_run_is_refused(tiny_data_dir: Path, tmp_path
                                                     capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    fd = os.open(run, os.O_RDONLY)
+    lock = try_lock(run)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert train_exit_code(tiny_config(tiny_data_dir, run)) == 2
         assert "another training run is using" in capsys.readouterr().err
         assert list(run.iterdir()) == []
     finally:
-        os.close(fd)
+        lock.release()
 
 
 def test_resume_without_options_continues_the_run_as_it_was(tiny_data_dir: Path, tmp_path: Path) -> None:
@@ -355,12 +354,11 @@ def test_a_busy_run_dir_is_refused_without_claiming_to_continue_it(tiny_data_dir
     run = tmp_path / "run"
     assert train(tiny_config(tiny_data_dir, run, stop_after_epoch=1)) is None
     capsys.readouterr()
-    fd = os.open(run, os.O_RDONLY)
+    lock = try_lock(run)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert train_exit_code(tiny_config(tiny_data_dir, run)) == 2
     finally:
-        os.close(fd)
+        lock.release()
     out, err = capsys.readouterr()
     assert out == "" and err == (f"error: another training run is using {run}; wait for it to end or choose another "
                                  "--ckpt_dir\n")
