@@ -18,6 +18,8 @@ from typing import IO, Iterator
 import numpy as np
 import psutil
 
+from common.files import stored_path
+
 DEFAULT_DATA_DIR = Path("results/baseline")   # preprocess.py writes it, every later stage reads it
 DEFAULT_PDD_DIR = Path("results/pdd")
 SPLITS = ("train", "val", "test")
@@ -106,7 +108,7 @@ def check_stage_source(data_dir: Path, meta: dict, paths: tuple[Path, ...]) -> N
     """Refuse a PDD stage whose symlinked arrays lead into a source data dir rebuilt since the stage was made: the
     links now name other records. Hard links keep the old bytes, so only symlinks are checked."""
     stage = meta.get("pdd", {})
-    source = Path(stage.get("source_data_dir", ""))
+    source = stored_path(stage.get("source_data_dir", ""), data_dir)
     if not stage.get("source_fingerprint") or not any(path.is_symlink() for path in paths) \
             or not (source / META_NAME).is_file():
         return

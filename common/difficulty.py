@@ -24,6 +24,7 @@ from common.config import TrainConfig
 from common.datadir import DataDir, atomic_file, file_sha256, save_npy_atomic, write_json_atomic
 from common.device import resolve_device
 from common.evaluate import per_record_loss, predict_as_trained
+from common.files import portable_path
 from common.labels import one_hot
 from common.outputs import check_writable, refuse_foreign
 from common.pdd import DIFFICULTY_JSON, DIFFICULTY_NPY, check_scores
@@ -157,7 +158,7 @@ def compute_difficulty(data_dir: Path, ckpt_path: Path, score: str = "loss", oof
         warn_if_trained_elsewhere(ckpt, ckpt_path, data)
         probs = predict_rows(model, ckpt, X, np.arange(len(X)), batch_size, torch_device)
     scores = scores_from(probs, y, bool(meta["multilabel"]), score)
-    save_difficulty(data, scores, {"score": score, "checkpoint": str(ckpt_path.resolve()),
+    save_difficulty(data, scores, {"score": score, "checkpoint": portable_path(ckpt_path, data_dir),
                                        "out_of_fold": oof or None})
     return scores
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from common.datadir import write_json_atomic
+from common.files import portable_path
 from common.device import resolve_device
 from common.inference import load_members, score
 from common.labels import one_hot
@@ -105,7 +106,7 @@ def evaluate_ensemble(cfg: TrainConfig, seeds: list[int], members_metrics: list[
         "n_params": sum(m["n_params"] for m in members_metrics), "model_hparams": members_metrics[0]["model_hparams"],
         "config": {**asdict(replace(cfg, seed=None)), "seeds": list(seeds)},
         "classes": data.classes, "task": data.task, "multilabel": data.multilabel, "input_shape": data.input_shape,
-        "data_dir": str(cfg.data_dir), "data_fingerprint": data.fingerprint.get("dataset"),
+        "data_dir": portable_path(Path(cfg.data_dir), Path(cfg.ckpt_dir)), "data_fingerprint": data.fingerprint.get("dataset"),
         "ckpt_dir": str(cfg.ckpt_dir), "checkpoints": [str(p.relative_to(cfg.ckpt_dir)) for p in paths],
         "device": str(device), "torch_version": str(torch.__version__),
     }

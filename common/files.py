@@ -1,5 +1,5 @@
-"""Small file helpers the stages and runners share: a JSON object read with a message naming the fix, and a link
-that never copies the bytes."""
+"""Small file helpers the stages and runners share: a JSON object read with a message naming the fix, a link that
+never copies the bytes, and paths stored in one file that name another, readable on any OS."""
 from __future__ import annotations
 
 import json
@@ -29,3 +29,19 @@ def link_file(src: Path, dst: Path) -> str:
     except OSError:
         os.symlink(src.resolve(), dst)
         return "symlink"
+
+
+def portable_path(path: Path, base: Path) -> str:
+    """`path` as a file in folder `base` stores it: relative to base with / separators, so the pair of folders can
+    move together, and between Windows, macOS and Linux; absolute only where no relative path exists (another
+    Windows drive)."""
+    try:
+        return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
+    except ValueError:
+        return Path(path).resolve().as_posix()
+
+
+def stored_path(value: str, base: Path) -> Path:
+    """A path that a file in folder `base` stores (portable_path), as a path to open from here; absolute paths that
+    older files stored are taken as they are."""
+    return Path(os.path.normpath(Path(base) / Path(value.replace("\\", "/"))))

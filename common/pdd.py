@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from common.datadir import DataDir, file_sha256, load_npy, staged_output_dir, write_json_atomic
-from common.files import load_json
+from common.files import load_json, portable_path, stored_path
 from common.labels import one_hot
 from common.outputs import check_writable
 
@@ -221,11 +221,11 @@ def split_difficulty(
                               f"{len(scores)}; re-run preprocess.py for {data_dir}")
     bucket = assign_buckets(scores, y, fractions, per_class)
     result = {
-        "data_dir": str(data_dir.resolve()),
+        "data_dir": portable_path(data_dir, out_dir),
         "data_fingerprint": meta["fingerprint"]["dataset"],
         "n_train": int(len(scores)),
         "score": info.get("score"),
-        "checkpoint": info.get("checkpoint"),
+        "checkpoint": info.get("checkpoint") and portable_path(stored_path(info["checkpoint"], data_dir), out_dir),
         "fractions": [float(f) for f in fractions],
         "per_class": per_class,
         "thresholds": upper_edges(scores, bucket),

@@ -17,7 +17,7 @@ import numpy as np
 
 from common.datadir import (ARRAY_NAMES, META_NAME, SPLITS, DataDir, file_sha256, fingerprint_arrays, load_meta,
                             load_npy, staged_output_dir, write_json_atomic)
-from common.files import link_file, load_json
+from common.files import link_file, load_json, portable_path, stored_path
 from common.locks import try_lock
 from common.outputs import check_writable, new_folders, refuse_foreign
 from common.pdd import BUCKETS, SPLITS_JSON, StaleInputError, class_balance, made_from
@@ -88,8 +88,10 @@ def write_subset(source: np.ndarray, dst: Path, rows: np.ndarray, chunk: int = 2
     out.flush()
 
 
-def build_stage(source: DataDir, stage_dir: Path, rows: np.ndarray, stage_info: dict) -> dict:
-    """One stage data dir: train subset written (or linked when it is all of train), val/test linked."""
+def build_stage(source: DataDir, stage_dir: Path, rows: np.ndarray, stage_info: dict,
+                final_dir: Path | None = None) -> dict:
+    """One stage data dir: train subset written (or linked when it is all of train), val/test linked; the source is
+    named relative to where the stage will live (final_dir, when it is built elsewhere first)."""
     data_dir, meta = source.path, source.meta
     with staged_output_dir(stage_dir) as tmp:
         links = {}
@@ -107,10 +109,11 @@ def build_stage(source: DataDir, stage_dir: Path, rows: np.ndarray, stage_info: 
             **meta,
             "counts": {**meta["counts"], "train": int(len(rows))},
             "class_counts": {**meta["class_counts"],
-                             "train": class_balance(np.load(tmp / "y_train.npy"), np.arange(len(rows)), meta["classes"])},
+                             "train": class_balance(np.load(tmp / "y_train.npy"), np.arange(len(rows)),
+                                                    meta["classes"])},
             "splits": {**meta["splits"], "train": {key: [train_part[key][i] for i in rows] for key in train_part}},
             "fingerprint": fingerprint_arrays(tmp),
-            "pdd": {**stage_info, "source_data_dir": str(data_dir.resolve()),
+            "pdd": {**stage_info, "source_data_dir": portable_path(data_dir, final_dir or stage_dir),
                     "source_fingerprint": meta["fingerprint"]["dataset"], "train_rows": rows.tolist(), "links": links},
         }
         write_json_atomic(tmp / "meta.json", stage_meta)
@@ -183,13 +186,14 @@ def build_stages(data: DataDir, split_dir: Path, out_root: Path, mode: str,
         refuse_foreign(stage_dir, "--out_dir", "", is_stage_dir,
                        "a stage pdd_folder_generator.py built (only its arrays and a meta.json naming it a stage)")
     total = int(sum(stage_epochs))
+    scorer = splits["checkpoint"] and portable_path(stored_path(splits["checkpoint"], split_dir), stage_dirs[0])
     infos = [{"stage": k, "mode": mode, "buckets": list(BUCKETS[:k]) if mode == "cumulative" else [BUCKETS[k - 1]],
-              "score": splits["score"], "checkpoint": splits["checkpoint"], "thresholds": splits["thresholds"],
+              "score": splits["score"], "checkpoint": scorer, "thresholds": splits["thresholds"],
               "train_until_epoch": int(sum(stage_epochs[:k])), "schedule_epochs": total, "split_id": split_id(splits)}
              for k in range(1, len(all_rows) + 1)]
     with staged_output_dir(out_root / STAGING) as staging:
         for stage_dir, rows, info in zip(stage_dirs, all_rows, infos):
-            build_stage(data, staging / stage_dir.name, rows, info)
+            build_stage(data, staging / stage_dir.name, rows, info, final_dir=stage_dir)
     swap_in_stages(out_root)
     for stage_dir, rows, info in zip(stage_dirs, all_rows, infos):
         log.info("%s: %d train rows (%s)", stage_dir, len(rows), "+".join(info["buckets"]))

@@ -9,6 +9,7 @@ import torch
 
 from common.checkpoint import load_checkpoint
 from common.datadir import write_json_atomic
+from common.files import portable_path
 from common.labels import one_hot
 from common.metrics import plot_history, plot_roc_curves, summarise, tune_thresholds
 from common.model import count_parameters
@@ -38,7 +39,7 @@ def final_report(run: Run) -> dict:
         "samples_per_second": round(state.samples_backpropagated / max(state.train_seconds, 1e-9), 1),
         "n_params": count_parameters(run.step.model), "model_hparams": run.hparams, "config": asdict(cfg),
         "classes": data.classes, "task": data.task, "multilabel": data.multilabel, "input_shape": data.input_shape,
-        "data_dir": str(cfg.data_dir), "data_fingerprint": data.fingerprint.get("dataset"),
+        "data_dir": portable_path(Path(cfg.data_dir), ckpt_dir), "data_fingerprint": data.fingerprint.get("dataset"),
         "started_from": run.source, "ckpt_dir": str(cfg.ckpt_dir), "checkpoint": str(ckpt_dir / "best.pt"),
         "world_size": run.dist.world_size, "device": str(run.dist.device), "torch_version": str(torch.__version__),
     }

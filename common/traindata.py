@@ -11,6 +11,7 @@ import numpy as np
 from common.augment import window_samples
 from common.datadir import SPLITS, load_meta, load_split
 from common.errors import ConfigError
+from common.files import stored_path
 from common.labels import one_hot
 
 REQUIRED_META = ("classes", "multilabel", "fs", "length", "leads", "normalisation", "fingerprint")
@@ -72,7 +73,7 @@ def load_data(data_dir: str | Path, window_seconds: float) -> Data:
                 norm=norm, fingerprint=meta["fingerprint"], pdd_split_id=meta.get("pdd", {}).get("split_id"),
                 input_shape={"leads": n_leads, "length": length, "fs": fs, "window": window},
                 signal={"leads": list(meta["leads"]), **meta.get("signal", {})},
-                full_train=source_train_records(meta, len(X["train"])),
+                full_train=source_train_records(Path(data_dir), meta, len(X["train"])),
                 record_ids={split: record_ids(meta, split, len(y[split])) for split in SPLITS})
 
 
@@ -100,11 +101,11 @@ def first_non_finite(X: np.ndarray, chunk_bytes: int = 1 << 26) -> int | None:
     return None
 
 
-def source_train_records(meta: dict, n_train: int) -> int:
+def source_train_records(data_dir: Path, meta: dict, n_train: int) -> int:
     """Train records of the data dir a PDD stage was cut from (the unit of effective epochs), read from that dir's
     meta.json when it is still there and unchanged; else n_train, this dir's own."""
     stage = meta.get("pdd", {})
-    source = Path(stage.get("source_data_dir", "")) / "meta.json"
+    source = stored_path(stage.get("source_data_dir", ""), data_dir) / "meta.json"
     if stage.get("source_fingerprint") and source.is_file():
         with contextlib.suppress(ValueError, KeyError, OSError):
             if load_meta(source.parent)["fingerprint"]["dataset"] == stage["source_fingerprint"]:

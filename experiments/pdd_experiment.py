@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> str:
     if "budget" in order:
         runs += run_budgets(runs, base, args.data_dir, args.out_dir, n_train)
     first = runs[0][2]
-    note = small_test_note({"classes": first["classes"], "test_labels": test_label_counts(first)})
+    note = small_test_note({"classes": first["classes"], "test_labels": test_label_counts(first, args.data_dir)})
     rows = [result_row(variant, seed, metrics, n_train, train_seconds(variant, metrics, args.out_dir, seed))
             for variant, seed, metrics in runs]
     differences = add_statistics(rows, args.data_dir, base.epochs, n_train)

@@ -101,6 +101,21 @@ def test_cumulative_stages_link_and_subset(scored_dir, tmp_path):
     assert inode(out / "stage3" / "X_train.npy") == inode(scored_dir / "X_train.npy")  # all of train: linked too
 
 
+def test_stages_name_their_source_and_scorer_relative_to_themselves_and_move_with_them(scored_dir, tmp_path):
+    out = tmp_path / "pdd"
+    pdd.split_difficulty(scored_dir, out)
+    pdd_stages.generate_stages(scored_dir, out, out)
+    assert json.loads((out / "splits.json").read_text())["checkpoint"] == "../baseline/test"
+    meta = json.loads((out / "stage1" / "meta.json").read_text())
+    assert meta["pdd"]["source_data_dir"] == "../../baseline" and meta["pdd"]["checkpoint"] == "../../baseline/test"
+    n_train = len(np.load(scored_dir / "y_train.npy"))
+    moved = tmp_path / "elsewhere" / "project"
+    moved.mkdir(parents=True)
+    for name in ("baseline", "pdd"):
+        os.rename(tmp_path / name, moved / name)
+    assert load_data(moved / "pdd" / "stage1", 2.0).full_train == n_train  # the source found from its new place
+
+
 def test_disjoint_stages(scored_dir, tmp_path):
     out = tmp_path / "pdd"
     pdd.split_difficulty(scored_dir, out)
@@ -376,8 +391,8 @@ def test_generator_killed_during_a_re_split_leaves_every_stage_from_one_split(sc
     args = ["--data_dir", str(scored_dir), "--split_dir", str(out), "--out_dir", str(out)]
     built = tmp_path / "stage1_built"
     slow_after_stage1 = (f"import pathlib, time, common.pdd_stages as p\nbuild = p.build_stage\n"
-                         f"def slow(data_dir, stage_dir, rows, info):\n"
-                         f"    meta = build(data_dir, stage_dir, rows, info)\n"
+                         f"def slow(data_dir, stage_dir, rows, info, final_dir=None):\n"
+                         f"    meta = build(data_dir, stage_dir, rows, info, final_dir)\n"
                          f"    if info['stage'] == 1:\n        pathlib.Path({str(built)!r}).touch()\n"
                          f"        time.sleep(600)\n    return meta\np.build_stage = slow")
     run_killed(str(ROOT / "pdd_folder_generator.py"), args, slow_after_stage1, built.exists, tmp_path)

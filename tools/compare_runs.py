@@ -27,7 +27,7 @@ if __name__ == "__main__":
     quiet_interrupts()  # before torch loads: Ctrl-C at start-up ends without a traceback
 
 from common.datadir import load_npy  # noqa: E402
-from common.files import load_json  # noqa: E402
+from common.files import load_json, stored_path  # noqa: E402
 from common.labels import one_hot  # noqa: E402
 from common.predictions import load_predictions  # noqa: E402
 from common.stats import paired_auc_difference  # noqa: E402
@@ -48,35 +48,37 @@ def load_run(run_dir: Path) -> dict:
                                                   else ("best_epoch",))))
 
 
-def scoring_run(run_metrics: dict) -> tuple[Path | None, int]:
-    """For a PDD stage run: the run dir whose checkpoint scored its difficulty, and the full train size."""
+def scoring_run(data_dir: Path) -> tuple[Path | None, int]:
+    """For a run on a PDD stage: the run dir whose checkpoint scored its difficulty, and the full train size."""
     fix = "is the run's data dir still where it was trained?"
-    meta = load_json(Path(run_metrics["data_dir"]) / "meta.json", fix, ("counts",))
+    meta = load_json(data_dir / "meta.json", fix, ("counts",))
     pdd = meta.get("pdd")
     if not pdd:
         return None, meta["counts"]["train"]
-    full_train = load_json(Path(pdd["source_data_dir"]) / "meta.json", fix, ("counts",))["counts"]["train"]
-    return Path(pdd["checkpoint"]).parent, full_train
+    source = stored_path(pdd["source_data_dir"], data_dir)
+    full_train = load_json(source / "meta.json", fix, ("counts",))["counts"]["train"]
+    return stored_path(pdd["checkpoint"], data_dir).parent, full_train
 
 
-def test_label_counts(run_metrics: dict) -> dict[str, tuple[int, int]]:
-    """(positives, negatives) per class in the run's test split, from its data dir's y_test.npy."""
-    y = load_npy(Path(run_metrics["data_dir"]) / "y_test.npy")
+def test_label_counts(run_metrics: dict, data_dir: Path) -> dict[str, tuple[int, int]]:
+    """(positives, negatives) per class in a run's test split, from its data dir's y_test.npy."""
+    y = load_npy(data_dir / "y_test.npy")
     positives = one_hot(y, len(run_metrics["classes"]), run_metrics["multilabel"]).sum(axis=0).astype(int)
     return {c: (int(n), len(y) - int(n)) for c, n in zip(run_metrics["classes"], positives)}
 
 
-def test_split_fingerprint(run_metrics: dict) -> tuple[str, str]:
+def test_split_fingerprint(data_dir: Path) -> tuple[str, str]:
     """SHA-256 of X_test.npy and y_test.npy as the run's data dir recorded them: equal means the same test records."""
-    fingerprint = load_json(Path(run_metrics["data_dir"]) / "meta.json", "is the run's data dir still where it was "
-                            "trained?", ("fingerprint",))["fingerprint"]
+    fingerprint = load_json(data_dir / "meta.json", "is the run's data dir still where it was trained?",
+                            ("fingerprint",))["fingerprint"]
     return fingerprint["X_test.npy"], fingerprint["y_test.npy"]
 
 
 def describe(run_dir: Path) -> dict:
     """One table row for a run dir."""
     metrics = load_run(run_dir)
-    scorer, n_train = scoring_run(metrics)
+    data_dir = stored_path(metrics["data_dir"], run_dir)
+    scorer, n_train = scoring_run(data_dir)
     extra_samples, extra_seconds = 0, 0.0
     if scorer is not None:
         scorer_metrics = load_run(scorer)
@@ -85,12 +87,12 @@ def describe(run_dir: Path) -> dict:
     return {
         "run": str(run_dir),
         "classes": metrics["classes"],
-        "data_dir": metrics["data_dir"],
-        "test_split": test_split_fingerprint(metrics),
+        "data_dir": data_dir,
+        "test_split": test_split_fingerprint(data_dir),
         "test_macro_auc": metrics["test"]["macro_auc"],
         "val_macro_auc": metrics["val"]["macro_auc"],
         "per_class_auc": metrics["test"]["per_class_auc"],
-        "test_labels": test_label_counts(metrics),
+        "test_labels": test_label_counts(metrics, data_dir),
         "epochs": metrics["epochs"],
         "best_epoch": ("/".join(str(m["best_epoch"]) for m in metrics["members"]) if "members" in metrics
                        else metrics["best_epoch"]),
@@ -118,7 +120,7 @@ def check_comparable(rows: list[dict]) -> None:
 def paired_differences(rows: list[dict]) -> str:
     """Each later run's test macro-AUC minus the first run's, with its paired bootstrap interval, from the test
     probabilities each run kept (predictions.npz), checked to score the first run's test records."""
-    data_dir = Path(rows[0]["data_dir"])
+    data_dir = rows[0]["data_dir"]
     y = load_npy(data_dir / "y_test.npy")
     ids = record_ids(load_json(data_dir / "meta.json", "is the run's data dir still where it was trained?"), "test",
                      len(y))
