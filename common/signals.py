@@ -3,6 +3,9 @@
 Reading parses the header and, for the common single-file format 16 (all of PTB-XL), reads the
 .dat file with numpy directly: the same physical values as `wfdb.rdsamp`, without its per-record
 overhead. Any other layout falls back to `wfdb.rdrecord`.
+
+wfdb and scipy.signal are imported where they are used: a reader worker that spawn starts (macOS, Windows) imports
+this module afresh, and for PTB-XL's own records at their own rate needs neither (they take about 2 s to import).
 """
 from __future__ import annotations
 
@@ -11,8 +14,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-import wfdb
-from scipy import signal as sps
 
 STANDARD_LEADS = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
 WFDB_INVALID_16 = -32768
@@ -92,6 +93,7 @@ def read_physical(record_path: Path, header: Header) -> np.ndarray:
     """Physical signal (samples, channels) in float64, exactly as wfdb.rdsamp returns it."""
     single_format16 = set(header.formats) == {"16"} and len(set(header.files)) == 1
     if not single_format16:
+        import wfdb
         return wfdb.rdrecord(str(record_path)).p_signal
     dat = record_path.parent / header.files[0]
     n_channels = len(header.names)
@@ -145,6 +147,7 @@ def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     """Polyphase resampling along the last axis (anti-aliased), from fs_in to fs_out."""
     if fs_in == fs_out:
         return x
+    from scipy import signal as sps
     ratio = resample_ratio(fs_in, fs_out)
     return sps.resample_poly(x, ratio.numerator, ratio.denominator, axis=-1)
 
@@ -153,6 +156,7 @@ def bandpass(x: np.ndarray, fs: float, low: float, high: float) -> np.ndarray:
     """Zero-phase 3rd-order Butterworth band-pass along the last axis."""
     if not 0 < low < high < fs / 2:
         raise ValueError(f"band-pass {low}-{high} Hz must satisfy 0 < low < high < fs/2 = {fs / 2}")
+    from scipy import signal as sps
     sos = sps.butter(3, [low, high], btype="band", fs=fs, output="sos")
     return sps.sosfiltfilt(sos, x, axis=-1)
 
