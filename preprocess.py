@@ -20,13 +20,17 @@ def parse_args(argv: list[str] | None = None) -> PreprocessConfig:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--input_dir", type=Path, default=defaults.input_dir, help="folder of WFDB records (PTB-XL layout or any)")
     p.add_argument("--meta_csv", type=Path, default=None,
-                   help="labels CSV: PTB-XL's ptbxl_database.csv (default, inside --input_dir) or a generic CSV")
+                   help="labels CSV: PTB-XL's ptbxl_database.csv (default, inside --input_dir) or a generic CSV; "
+                        "none for a folder of Challenge-format records labelled by their #Dx header lines")
+    p.add_argument("--dx_map", type=Path, default=None,
+                   help="Challenge-format folder: CSV mapping SNOMED CT codes to classes (columns snomed_code,"
+                        "superclass); default: the shipped map to the PTB-XL superclasses (common/dx_map.csv)")
     p.add_argument("--out_dir", type=Path, default=defaults.out_dir)
     p.add_argument("--task", choices=PTBXL_TASKS, default=defaults.task, help="PTB-XL label set")
     p.add_argument("--sampling_rate", type=int, choices=[100, 500], default=None,
                    help="PTB-XL records to read: 100 (filename_lr) or 500 (filename_hr); "
                         "default 100, or 500 when --fs or --length needs more and records500/ is there")
-    p.add_argument("--fs", type=float, default=None, help="resample to this rate (Hz); default: the records' own")
+    p.add_argument("--fs", type=float, default=None, help="resample every record to this rate (Hz); default: the records' most common rate")
     p.add_argument("--length", type=int, default=None, help="samples per record after centre-crop / zero-pad; default 10 s")
     p.add_argument("--bandpass", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None, help="band-pass filter in Hz")
     p.add_argument("--split", choices=["auto", "folds", "random"], default=defaults.split,

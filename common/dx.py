@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 
 SUPERCLASSES = ("NORM", "MI", "STTC", "CD", "HYP")
 SHIPPED_MAP = Path(__file__).parent / "dx_map.csv"
@@ -88,3 +89,23 @@ def labels_from_codes(codes: list[str], dx_map: DxMap, classes: Sequence[str]) -
     found = {dx_map.superclass[code] for code in distinct
              if code not in unknown and (code != SINUS_RHYTHM or len(distinct) == 1)}
     return np.array([name in found for name in classes], dtype=np.float32), unknown
+
+
+def challenge_records(input_dir: Path, dx_map: DxMap) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Record table (as ptbxl.generic_records gives) of a folder of Challenge-format records, labelled from their
+    #Dx lines: every header below input_dir, each record its own patient (the format names none), no folds. A record
+    without a known code gets no labels (the caller lists and drops it); returns also how often each unknown code
+    occurred."""
+    headers = sorted(Path(input_dir).rglob("*.hea"))
+    if not headers:
+        raise ValueError(f"--input_dir {input_dir} holds no WFDB header (.hea), and no labels CSV was given")
+    rows, unknown = [], {}
+    for header in headers:
+        record = header.relative_to(input_dir).with_suffix("").as_posix()
+        codes = read_dx_codes(header) or []
+        vector, not_known = labels_from_codes(codes, dx_map, dx_map.classes)
+        for code in not_known:
+            unknown[code] = unknown.get(code, 0) + 1
+        labels = [] if vector is None else [c for c, v in zip(dx_map.classes, vector) if v]
+        rows.append({"record": record, "record_id": record, "patient_id": record, "fold": None, "labels": labels})
+    return pd.DataFrame(rows), unknown

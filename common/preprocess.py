@@ -13,13 +13,14 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from common import ptbxl, signals, splits
+from common import dx, ptbxl, signals, splits
 from common.datadir import DEFAULT_DATA_DIR, META_NAME, SPLITS, fingerprint_arrays, staging_dir, write_json_atomic
 from common.host import usable_cpus
 from common.outdir import check_out_dir, check_out_path, commit, out_dir_locked
@@ -55,6 +56,7 @@ class PreprocessConfig:
     patient_col: str = "patient_id"
     fold_col: str = "fold"
     label_sep: str = ";"
+    dx_map: Path | None = None                # Challenge-format folders: SNOMED CT -> class map (None: the shipped)
     max_skip_frac: float = 0.01
     workers: int = usable_cpus()
     overwrite: bool = False
@@ -70,15 +72,20 @@ class PreprocessConfig:
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def resolve_meta_csv(cfg: PreprocessConfig) -> Path:
-    """The labels CSV: as given (or inside --input_dir), defaulting to PTB-XL's ptbxl_database.csv."""
+def resolve_meta_csv(cfg: PreprocessConfig) -> Path | None:
+    """The labels CSV: as given (or inside --input_dir), defaulting to PTB-XL's ptbxl_database.csv; None for a folder
+    of Challenge-format records, whose headers carry their labels (#Dx lines)."""
     if cfg.meta_csv is None:
         path = cfg.input_dir / "ptbxl_database.csv"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} not found: --input_dir is not a PTB-XL folder; pass --meta_csv with a labels CSV"
-            )
-        return path
+        if path.is_file():
+            return path
+        first = next(cfg.input_dir.rglob("*.hea"), None)
+        if first is not None and dx.read_dx_codes(first) is not None:
+            return None
+        raise FileNotFoundError(
+            f"{path} not found: --input_dir is not a PTB-XL folder, nor a folder of records with #Dx header lines; "
+            "pass --meta_csv with a labels CSV"
+        )
     for path in (cfg.meta_csv, cfg.input_dir / cfg.meta_csv):
         if path.is_file():
             return path
@@ -131,27 +138,32 @@ def choose_ptbxl_rate(cfg: PreprocessConfig, hr_names: pd.Series) -> tuple[int, 
     )
 
 
-def native_timing(input_dir: Path, records: pd.Series, n: int = 50) -> tuple[float, float]:
-    """Sampling rate and median duration (s) from the first readable headers of the table."""
-    rates, durations = [], []
-    for rec in records.iloc[: 4 * n]:
+def native_timing(input_dir: Path, records: pd.Series) -> tuple[dict[float, int], float]:
+    """Records per sampling rate, and the median duration (s), over every readable header of the table (an unreadable
+    one is skipped, with its reason, when the records are read)."""
+    rates, durations = Counter(), []
+    for rec in records:
         try:
             header = signals.parse_header(input_dir / f"{rec}.hea")
         except signals.RecordError:
             continue
-        rates.append(header.fs)
+        rates[header.fs] += 1
         durations.append(header.n_samples / header.fs)
-        if len(rates) == n:
-            break
     if not rates:
-        raise FileNotFoundError(f"none of the first records listed in the CSV has a readable header under {input_dir}")
-    return float(np.median(rates)), float(np.median(durations))
+        raise FileNotFoundError(f"no record listed in the CSV has a readable header under {input_dir}")
+    return dict(rates), float(np.median(durations))
 
 
-def choose_fs_and_length(cfg: PreprocessConfig, table: pd.DataFrame) -> tuple[float, int]:
-    """Target rate and length; stop when --length would mostly be zero padding."""
-    native_fs, duration = native_timing(cfg.input_dir, table["record"])
-    fs = native_fs if cfg.fs is None else cfg.fs
+def choose_fs_and_length(cfg: PreprocessConfig, table: pd.DataFrame) -> tuple[float, int, dict]:
+    """Target rate (--fs, else the records' most common rate, the higher on a tie) and length, and the records per
+    source rate for meta.json; stop when --length would mostly be zero padding."""
+    rates, duration = native_timing(cfg.input_dir, table["record"])
+    most_common = max(rates, key=lambda rate: (rates[rate], rate))
+    fs = most_common if cfg.fs is None else cfg.fs
+    counted = ", ".join(f"{n} at {rate:g} Hz" for rate, n in sorted(rates.items()))
+    if len(rates) > 1 or fs != most_common:
+        log.info("records per sampling rate: %s; every record is resampled to %g Hz (%s)", counted, fs,
+                 "--fs" if cfg.fs is not None else "the most common rate")
     natural = int(round(duration * fs))
     length = natural if cfg.length is None else cfg.length
     if cfg.bandpass is not None and cfg.bandpass[1] >= fs / 2:
@@ -161,7 +173,7 @@ def choose_fs_and_length(cfg: PreprocessConfig, table: pd.DataFrame) -> tuple[fl
             f"--length {length} is {length / fs:g} s at {fs:g} Hz but the records last about {duration:g} s; "
             f"pass --length {natural}, or --fs {length / duration:g} to resample to that many samples"
         )
-    return fs, length
+    return fs, length, {f"{rate:g}": n for rate, n in sorted(rates.items())}
 
 
 def label_arrays(labels: pd.Series, multilabel: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -254,8 +266,18 @@ def lead_statistics(sums: np.ndarray, count: int) -> tuple[list[float], list[flo
     return mean.tolist(), np.where(std > 0, std, 1.0).tolist()
 
 
-def load_table(cfg: PreprocessConfig, meta_csv: Path) -> tuple[pd.DataFrame, str, dict]:
-    """Record table of either CSV format, and how the records' sampling rate was chosen."""
+def load_table(cfg: PreprocessConfig, meta_csv: Path | None) -> tuple[pd.DataFrame, str, dict]:
+    """Record table of either CSV format or of a Challenge-format folder, and how the records were chosen."""
+    if meta_csv is None:
+        dx_map = dx.load_dx_map(cfg.dx_map)
+        table, unknown = dx.challenge_records(cfg.input_dir, dx_map)
+        log.info("Challenge-format folder %s: labels from #Dx header lines through %s", cfg.input_dir, dx_map.path)
+        if unknown:
+            shown = ", ".join(f"{code} ({n})" for code, n in sorted(unknown.items(), key=lambda kv: -kv[1])[:5])
+            log.warning("%d codes are not in %s (most frequent: %s); a record whose codes are all unknown is "
+                        "unlabelled, not negative, and is dropped", len(unknown), dx_map.path, shown)
+        return table, "challenge", {"labels": f"#Dx header lines through {dx_map.path}",
+                                    "unknown_codes": unknown}
     if ptbxl.is_ptbxl_table(meta_csv):
         database = ptbxl.read_database(meta_csv)
         rate, why = choose_ptbxl_rate(cfg, database["filename_hr"])
@@ -283,11 +305,12 @@ def preprocess(cfg: PreprocessConfig, command: str) -> dict:
     return meta
 
 
-def _preprocess_locked(cfg: PreprocessConfig, command: str, meta_csv: Path, start: float) -> dict:
+def _preprocess_locked(cfg: PreprocessConfig, command: str, meta_csv: Path | None, start: float) -> dict:
     """preprocess() once --out_dir is locked."""
     previous = check_out_dir(cfg.out_dir, cfg.identity(), cfg.overwrite)
     table, source_format, rate_info = load_table(cfg, meta_csv)
-    table, repeats = drop_repeated_records(cfg, table, meta_csv, "ecg_id" if source_format == "ptbxl" else "record")
+    source = meta_csv or cfg.input_dir
+    table, repeats = drop_repeated_records(cfg, table, source, "ecg_id" if source_format == "ptbxl" else "record")
 
     has_label = table["labels"].map(len) > 0
     dropped = table.loc[~has_label, "record_id"].tolist()
@@ -296,11 +319,11 @@ def _preprocess_locked(cfg: PreprocessConfig, command: str, meta_csv: Path, star
     table = table[has_label]
     if table.empty:
         raise ValueError(f"no record has a label for task {cfg.task!r}")
-    multilabel = source_format == "ptbxl" or bool((table["labels"].map(len) > 1).any())
+    multilabel = source_format in ("ptbxl", "challenge") or bool((table["labels"].map(len) > 1).any())
     y_all, y_matrix, classes = label_arrays(table["labels"], multilabel)
     fold_col = "strat_fold" if source_format == "ptbxl" else cfg.fold_col
-    assignment, split_info = assign_splits(cfg, table, y_matrix, meta_csv, fold_col)
-    fs, length = choose_fs_and_length(cfg, table)
+    assignment, split_info = assign_splits(cfg, table, y_matrix, source, fold_col)
+    fs, length, source_rates = choose_fs_and_length(cfg, table)
     log.info("%d records, %d classes, %g Hz, length %d (centre-crop / zero-pad at end)", len(table), len(classes), fs, length)
 
     out_dir = cfg.out_dir.resolve()
@@ -316,7 +339,9 @@ def _preprocess_locked(cfg: PreprocessConfig, command: str, meta_csv: Path, star
             for at in range(0, len(rows), per_task):
                 records = table["record"].iloc[rows[at : at + per_task]].tolist()
                 tasks.append(ReadTask(cfg.input_dir, x_path, offset, at, records, fs, length, cfg.bandpass))
-        failures, sums = read_all(tasks, cfg.workers, len(table))
+        failures, sums, fixes = read_all(tasks, cfg.workers, len(table))
+        for fix, count in fixes.items():
+            log.warning("%d records read with a fix: %s", count, fix)
 
         record_paths, record_ids = table["record"].tolist(), table["record_id"].tolist()
         skipped = []
@@ -344,14 +369,15 @@ def _preprocess_locked(cfg: PreprocessConfig, command: str, meta_csv: Path, star
         mean, std = lead_statistics(sums[tmp / "X_train.npy"], len(members["train"]) * length)
         meta = {
             "format": source_format,
-            "task": cfg.task if source_format == "ptbxl" else cfg.label_col,
+            "task": {"ptbxl": cfg.task, "challenge": "superdiagnostic"}.get(source_format, cfg.label_col),
             "classes": classes,
             "multilabel": multilabel,
             "fs": fs,
             "length": length,
             "leads": list(signals.STANDARD_LEADS),
             "signal": {"units": "mV", "crop": "centre-crop longer records, zero-pad shorter ones at the end",
-                       "bandpass_hz": list(cfg.bandpass) if cfg.bandpass else None, **rate_info},
+                       "bandpass_hz": list(cfg.bandpass) if cfg.bandpass else None, **rate_info,
+                       "source_rates_hz": source_rates, "read_with_fixes": dict(fixes)},
             "normalisation": {"method": "per_lead_zscore", "stored": "raw (apply (x - mean) / std per lead)",
                               "computed_on": "train", "mean": mean, "std": std},
             "split": split_info,
@@ -364,7 +390,7 @@ def _preprocess_locked(cfg: PreprocessConfig, command: str, meta_csv: Path, star
             "skipped": skipped,
             "deduplicated": repeats,
             "dropped_no_label": {"count": len(dropped), "record_ids": dropped},
-            "source": {"input_dir": str(cfg.input_dir.resolve()), "meta_csv": str(meta_csv.resolve())},
+            "source": {"input_dir": str(cfg.input_dir.resolve()), "meta_csv": meta_csv and str(meta_csv.resolve())},
             "command": command,
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
             "config_id": cfg.identity(),

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from collections import Counter
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -40,15 +41,18 @@ class ReadTask:
 
 @dataclass
 class ReadResult:
-    """What a worker reports for its block: skipped (row, reason) pairs and per-lead [sum, sum of squares]."""
+    """What a worker reports for its block: skipped (row, reason) pairs, per-lead [sum, sum of squares], and how many
+    headers were read with each fix (common.signals)."""
 
     failed: list[tuple[int, str]]
     sums: np.ndarray
+    fixes: Counter
 
 
-def prepare_signal(path: Path, fs: float, length: int, band: tuple[float, float] | None) -> np.ndarray:
-    """Read a record and apply the documented transforms: resample, band-pass, centre-crop or pad."""
-    x, native_fs = signals.read_record(path)
+def prepare_signal(path: Path, fs: float, length: int, band: tuple[float, float] | None,
+                   fixes: Counter | None = None) -> np.ndarray:
+    """Read a record (in mV) and apply the documented transforms: resample, band-pass, centre-crop or pad."""
+    x, native_fs = signals.read_record(path, fixes=fixes)
     return signals.fit_length(signals.resample_and_filter(x, native_fs, fs, band), length).astype(np.float32)
 
 
@@ -60,10 +64,10 @@ def read_chunk(task: ReadTask) -> ReadResult:
     """
     block = np.zeros((len(task.records), 12, task.length), dtype=np.float32)
     sums = np.zeros((2, 12))
-    failed = []
+    failed, fixes = [], Counter()
     for i, rec in enumerate(task.records):
         try:
-            block[i] = prepare_signal(task.input_dir / rec, task.fs, task.length, task.bandpass)
+            block[i] = prepare_signal(task.input_dir / rec, task.fs, task.length, task.bandpass, fixes)
         except signals.RecordError as exc:
             failed.append((task.first_row + i, str(exc)))
             continue
@@ -72,7 +76,7 @@ def read_chunk(task: ReadTask) -> ReadResult:
     with open(task.x_path, "r+b") as f:
         f.seek(task.data_offset + task.first_row * block[0].nbytes)
         f.write(block.data)
-    return ReadResult(failed, sums)
+    return ReadResult(failed, sums, fixes)
 
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -114,14 +118,14 @@ def start_worker() -> None:
 
 
 def read_all(tasks: list[ReadTask], workers: int,
-             total: int) -> tuple[list[tuple[Path, int, str]], dict[Path, np.ndarray]]:
+             total: int) -> tuple[list[tuple[Path, int, str]], dict[Path, np.ndarray], Counter]:
     """Run the read tasks on worker processes (the platform's start method: fork on Linux, spawn on macOS and
-    Windows) with a progress bar; return every skipped (array, row, reason) and the per-lead [sum, sum of squares]
-    of each array.
+    Windows) with a progress bar; return every skipped (array, row, reason), the per-lead [sum, sum of squares] of
+    each array, and the count of headers read with each fix.
 
     Leaving early (an error, Ctrl-C, SIGTERM) terminates the workers; a killed parent takes them along.
     """
-    failures, sums = [], {}
+    failures, sums, fixes = [], {}, Counter()
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(tqdm(total=total, desc="reading records", unit="rec"))
         if workers > 1 and len(tasks) > 1:
@@ -134,8 +138,9 @@ def read_all(tasks: list[ReadTask], workers: int,
         for task, result in zip(tasks, results):
             failures += [(task.x_path, row, why) for row, why in result.failed]
             sums[task.x_path] = sums.get(task.x_path, 0) + result.sums
+            fixes += result.fixes
             bar.update(len(task.records))
-    return failures, sums
+    return failures, sums, fixes
 
 
 def drop_rows(x_path: Path, drop: list[int]) -> None:
