@@ -22,9 +22,11 @@ from tqdm import tqdm
 
 from common import signals
 from common.checkpoint import CheckpointError, CheckpointMismatchError, load_model
-from common.datadir import META_NAME, atomic_file, load_meta
+from common.datadir import META_NAME, atomic_file, load_meta, write_json_atomic
 from common.device import resolve_device
 from common.evaluate import predict_as_trained
+from common.outside_eval import (check_metrics_out, evaluate, format_table, label_inputs, match_inputs, metrics_path,
+                                 read_labels)
 from common.outputs import check_writable, new_folders, refuse_collisions, refuse_foreign
 from common.records import Record, WfdbRecord, find_records
 
@@ -260,21 +262,28 @@ def files_read(paths: list[Path], ensemble_metrics: Path | None, input_path: Pat
                     for r in records if isinstance(r, WfdbRecord) for ext in (".hea", ".dat")]
 
 
-def write_predictions(out: Path, header: list[str], rows: list[list[object]], skipped: list[list[str]]) -> None:
-    """`out` and its skipped list, each atomically; `out` is renamed in only once its skipped list is written, so a
-    failure leaves the previous pair (or no file, and no folder made for them)."""
+def write_predictions(out: Path, header: list[str], rows: list[list[object]], skipped: list[list[str]],
+                      metrics: dict | None = None) -> None:
+    """`out`, its skipped list and its `metrics` when given, each atomically; `out` is renamed in only once the others
+    are written, so a failure leaves the previous set (or no file, and no folder made for them)."""
     with new_folders(out.parent), atomic_file(out, "w") as f:
         write_rows(f, header, rows)
         with atomic_file(skipped_path(out), "w") as g:
             write_rows(g, SKIPPED_HEADER, skipped)
+            if metrics is not None:
+                write_json_atomic(metrics_path(out), metrics)
 
 
 def run_predict(ckpts: list[Path], input_path: Path, out: Path, fs: float | None = None,
-                leads: list[str] | None = None, device: str = "auto", batch_size: int = 512) -> int:
-    """Predict every record at `input_path`, write `out` and its skipped list; exit code 0 when none was skipped,
-    1 when some were, 2 when none could be predicted. Bad usage raises ValueError or CheckpointError; an output that
-    would replace an input is refused before any record is read."""
+                leads: list[str] | None = None, device: str = "auto", batch_size: int = 512,
+                labels: str | None = None, dx_map: Path | None = None) -> int:
+    """Predict every record at `input_path`, write `out` and its skipped list, and with `labels` (a CSV or "dx",
+    common.outside_eval) the metrics file; exit code 0 when none was skipped, 1 when some were, 2 when none could be
+    predicted. Bad usage raises ValueError or CheckpointError; an output that would replace an input, or labels
+    that cannot be used, are refused before any record is read."""
     check_out(out)
+    if labels is not None:
+        check_metrics_out(out)
     if batch_size < 1:
         raise ValueError(f"--batch_size must be at least 1 window, got {batch_size}")
     where = resolve_device(device)
@@ -285,18 +294,25 @@ def run_predict(ckpts: list[Path], input_path: Path, out: Path, fs: float | None
     proc = processing(members)
     records = find_records(input_path, proc.fs, fs, leads)
     refuse_collisions([("--out", "", out), ("--out", "skipped list", skipped_path(out))],
-                      files_read(paths, ensemble_metrics, input_path, records))
-    thresholds, source = decision_thresholds(members, ensemble_metrics)
+                      files_read(paths, ensemble_metrics, input_path, records)
+                      + (label_inputs(labels, dx_map) if labels is not None else []))
     classes = list(members[0].ckpt["classes"])
+    known = read_labels(labels, classes, records, dx_map) if labels is not None else None
+    missing = match_inputs(known, [record.name for record in records]) if known is not None else []
+    thresholds, source = decision_thresholds(members, ensemble_metrics)
     log.info("%d records; %s of %d checkpoint(s), %g Hz, leads %s, band-pass %s; labels: %s",
              len(records), "mean" if len(members) > 1 else "model", len(members), proc.fs, ",".join(proc.leads),
              proc.bandpass or "none", source)
     names, probs, skipped = predict_records(members, records, batch_size, where)
-    labels = decide(probs, classes, thresholds)
+    decided = decide(probs, classes, thresholds)
+    report = evaluate(known, names, probs, classes, skipped, missing) if known is not None else None
     write_predictions(out, ["record", *classes, "labels"],
-                      [[name, *(f"{p:.8g}" for p in row), label] for name, row, label in zip(names, probs, labels)],
-                      [list(item) for item in skipped])
+                      [[name, *(f"{p:.8g}" for p in row), label] for name, row, label in zip(names, probs, decided)],
+                      [list(item) for item in skipped], report)
     log.info("wrote %s: %d records predicted; %d skipped (%s)", out, len(names), len(skipped), skipped_path(out))
+    if report is not None:
+        log.info("wrote %s", metrics_path(out))
+        print(format_table(report))
     if skipped:
         log.warning("warning: %d of %d records skipped, e.g. %s: %s", len(skipped), len(records), *skipped[0])
     if not names:
