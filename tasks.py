@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -55,7 +56,7 @@ def run(command: list[str | Path], env: dict[str, str] | None = None) -> int:
     """Run a command in the foreground and return its exit code (128 + signal when a signal ended it, as a shell
     says). Ctrl-C reaches the child too, so it is left to end itself (training saves last.pt first) and its code
     is returned, instead of killing it."""
-    print(" ".join(map(str, command)), flush=True)
+    print(shlex.join(map(str, command)), flush=True)
     proc = subprocess.Popen(list(map(str, command)), env=env)
     while True:
         try:
