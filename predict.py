@@ -31,6 +31,8 @@ def main() -> int:
                    help="predictions CSV; skipped records go to <stem>.skipped.csv beside it")
     p.add_argument("--fs", type=float, default=None, help=".npy input: sampling rate in Hz")
     p.add_argument("--leads", default=None, help=".npy input: lead names of its channels, comma-separated")
+    p.add_argument("--adc_gain", type=float, default=None,
+                   help=".npy input of integers (raw ADC counts): ADC units per mV, to convert them to mV")
     p.add_argument("--labels", default=None, metavar="LABELS.csv|dx",
                    help="--input only: score the predictions against known labels and write <out stem>.metrics.json "
                         "(AUC per class and macro, bootstrap 95 %% intervals): a CSV with a record column and "
@@ -55,7 +57,7 @@ def main() -> int:
         return 0
     leads = [name.strip() for name in args.leads.split(",")] if args.leads else None
     return run_predict(args.ckpt, args.input, args.out, args.fs, leads, args.device, args.batch_size, args.labels,
-                       args.dx_map)
+                       args.dx_map, args.adc_gain)
 
 
 if __name__ == "__main__":

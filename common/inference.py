@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -163,10 +164,10 @@ def decision_thresholds(members: list[Member], ensemble_metrics: Path | None = N
     return np.mean(found, axis=0).tolist(), source
 
 
-def prepare(record: Record, proc: Processing) -> np.ndarray:
-    """A record as the model's input: its leads in the model's order, resampled and band-passed as preprocess.py
-    does, float32 (leads, samples); RecordError saying why it cannot be used."""
-    x, fs = record.read(proc.leads)
+def prepare(record: Record, proc: Processing, fixes: Counter) -> np.ndarray:
+    """A record as the model's input: its leads in the model's order, in mV, resampled and band-passed as
+    preprocess.py does, float32 (leads, samples); RecordError saying why it cannot be used; header fixes counted."""
+    x, fs = record.read(proc.leads, fixes)
     ratio = signals.resample_ratio(fs, proc.fs)
     if not math.isclose(fs * ratio, proc.fs, rel_tol=1e-9):
         raise signals.RecordError(f"sampled at {fs:g} Hz, which cannot be resampled exactly to the model's "
@@ -189,14 +190,14 @@ def predict_records(members: list[Member], records: list[Record], batch_size: in
     """Names and probabilities of the usable records in input order, and (name, reason) of the skipped ones.
     Records are read CHUNK_RECORDS at a time and scored in groups of equal length."""
     proc = processing(members)
-    names, probs, skipped = [], [], []
+    names, probs, skipped, fixes = [], [], [], Counter()
     with tqdm(total=len(records), desc="predicting", unit="rec") as bar:
         for first in range(0, len(records), CHUNK_RECORDS):
             chunk = records[first:first + CHUNK_RECORDS]
             prepared, by_length = {}, {}
             for i, record in enumerate(chunk):
                 try:
-                    prepared[i] = prepare(record, proc)
+                    prepared[i] = prepare(record, proc, fixes)
                 except signals.RecordError as exc:
                     skipped.append((record.name, str(exc)))
                     continue
@@ -207,6 +208,8 @@ def predict_records(members: list[Member], records: list[Record], batch_size: in
             names += [chunk[i].name for i in sorted(scored)]
             probs += [scored[i] for i in sorted(scored)]
             bar.update(len(chunk))
+    for fix, count in fixes.items():
+        log.warning("%d records read with a fix: %s", count, fix)
     return names, np.array(probs, dtype=np.float32).reshape(len(names), len(members[0].ckpt["classes"])), skipped
 
 
@@ -276,7 +279,7 @@ def write_predictions(out: Path, header: list[str], rows: list[list[object]], sk
 
 def run_predict(ckpts: list[Path], input_path: Path, out: Path, fs: float | None = None,
                 leads: list[str] | None = None, device: str = "auto", batch_size: int = 512,
-                labels: str | None = None, dx_map: Path | None = None) -> int:
+                labels: str | None = None, dx_map: Path | None = None, adc_gain: float | None = None) -> int:
     """Predict every record at `input_path`, write `out` and its skipped list, and with `labels` (a CSV or "dx",
     common.outside_eval) the metrics file; exit code 0 when none was skipped, 1 when some were, 2 when none could be
     predicted. Bad usage raises ValueError or CheckpointError; an output that would replace an input, or labels
@@ -292,7 +295,7 @@ def run_predict(ckpts: list[Path], input_path: Path, out: Path, fs: float | None
     paths, ensemble_metrics = checkpoint_paths(ckpts)
     members = load_members(paths, where)
     proc = processing(members)
-    records = find_records(input_path, proc.fs, fs, leads)
+    records = find_records(input_path, proc.fs, fs, leads, adc_gain)
     refuse_collisions([("--out", "", out), ("--out", "skipped list", skipped_path(out))],
                       files_read(paths, ensemble_metrics, input_path, records)
                       + (label_inputs(labels, dx_map) if labels is not None else []))

@@ -3,6 +3,7 @@ an .npy array; each found record reads itself as (leads, samples) in the order a
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,24 +25,28 @@ class WfdbRecord:
     name: str
     path: Path
 
-    def read(self, leads: tuple[str, ...]) -> tuple[np.ndarray, float]:
-        """Signal (len(leads), samples) float64 in the order of `leads`, and its sampling rate; RecordError if unusable."""
-        return signals.read_record(self.path, leads)
+    def read(self, leads: tuple[str, ...], fixes: Counter | None = None) -> tuple[np.ndarray, float]:
+        """Signal (len(leads), samples) float64 mV in the order of `leads`, and its sampling rate; RecordError if
+        unusable. Fixes its header needed are counted in `fixes`."""
+        return signals.read_record(self.path, leads, fixes)
 
 
 @dataclass(frozen=True)
 class ArrayRecord:
-    """Row `row` of an (N, leads, T) array whose channels are `names`, sampled at `fs`."""
+    """Row `row` of an (N, leads, T) array whose channels are `names`, sampled at `fs`, in mV once multiplied by
+    `to_mv` (1 for a float array in mV, 1 / --adc_gain for raw ADC counts)."""
 
     name: str
     array: np.ndarray
     row: int
     fs: float
     names: tuple[str, ...]
+    to_mv: float = 1.0
 
-    def read(self, leads: tuple[str, ...]) -> tuple[np.ndarray, float]:
-        """Signal (len(leads), samples) float64 in the order of `leads`, and `fs`; RecordError if unusable."""
-        x = np.asarray(self.array[self.row], dtype=np.float64)[signals.lead_order(self.names, leads)]
+    def read(self, leads: tuple[str, ...], fixes: Counter | None = None) -> tuple[np.ndarray, float]:
+        """Signal (len(leads), samples) float64 mV in the order of `leads`, and `fs`; RecordError if unusable (an
+        array needs no fixes)."""
+        x = self.to_mv * np.asarray(self.array[self.row], dtype=np.float64)[signals.lead_order(self.names, leads)]
         signals.require_finite(x)
         return x, self.fs
 
@@ -49,9 +54,10 @@ class ArrayRecord:
 Record = WfdbRecord | ArrayRecord
 
 
-def find_records(path: Path, model_fs: float, fs: float | None = None,
-                 leads: list[str] | None = None) -> list[Record]:
-    """The records at `path` (see the module docstring); `fs` and `leads` describe an .npy array and only it.
+def find_records(path: Path, model_fs: float, fs: float | None = None, leads: list[str] | None = None,
+                 adc_gain: float | None = None) -> list[Record]:
+    """The records at `path` (see the module docstring); `fs`, `leads` and `adc_gain` describe an .npy array and
+    only it.
 
     A PTB-XL folder gives each ecg_id once: from filename_lr for models of at most 100 Hz, else filename_hr,
     falling back to the other file (resampled later) where the preferred one is absent. ValueError for bad usage.
@@ -59,9 +65,9 @@ def find_records(path: Path, model_fs: float, fs: float | None = None,
     if not (path.exists() or path.with_name(path.name + ".hea").is_file()):
         raise ValueError(f"--input {path} not found")
     if path.suffix == ".npy":
-        return array_records(path, fs, leads)
-    if (fs, leads) != (None, None):
-        raise ValueError("--fs and --leads describe an .npy --input only; WFDB headers carry their own")
+        return array_records(path, fs, leads, adc_gain)
+    if (fs, leads, adc_gain) != (None, None, None):
+        raise ValueError("--fs, --leads and --adc_gain describe an .npy --input only; WFDB headers carry their own")
     if path.suffix == ".hea" and path.is_file():
         return [WfdbRecord(str(path.with_suffix("")), path.with_suffix(""))]
     if path.with_name(path.name + ".hea").is_file():
@@ -92,8 +98,10 @@ def ptbxl_records(folder: Path, model_fs: float) -> list[WfdbRecord]:
     return records
 
 
-def array_records(path: Path, fs: float | None, leads: list[str] | None) -> list[ArrayRecord]:
-    """The rows of an (N, leads, T) .npy array, named `file.npy:row`; ValueError unless --fs and --leads fit it."""
+def array_records(path: Path, fs: float | None, leads: list[str] | None,
+                  adc_gain: float | None = None) -> list[ArrayRecord]:
+    """The rows of an (N, leads, T) .npy array, named `file.npy:row`: floats in mV, or integer ADC counts with
+    --adc_gain (ADC units per mV); ValueError unless --fs, --leads and --adc_gain fit it."""
     if fs is None or not leads:
         raise ValueError(f"--input {path} is an array: pass its sampling rate --fs and its channels' --leads "
                          "(comma-separated names, e.g. I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V6)")
@@ -103,4 +111,12 @@ def array_records(path: Path, fs: float | None, leads: list[str] | None) -> list
     if array.ndim != 3 or array.shape[1] != len(leads):
         raise ValueError(f"--input {path} has shape {array.shape}; expected (records, {len(leads)} leads as "
                          f"--leads names them, samples)")
-    return [ArrayRecord(f"{path.name}:{row}", array, row, fs, tuple(leads)) for row in range(len(array))]
+    integers = np.issubdtype(array.dtype, np.integer)
+    if integers and adc_gain is None:
+        raise ValueError(f"--input {path} holds {array.dtype} values, raw ADC counts rather than mV: pass --adc_gain "
+                         "(ADC units per mV, e.g. 1000 for 1 uV steps), or save the signals as floats in mV")
+    if adc_gain is not None and (not integers or not (np.isfinite(adc_gain) and adc_gain > 0)):
+        raise ValueError(f"--adc_gain {adc_gain:g} is for an integer array, and above 0; {path} holds {array.dtype}"
+                         + (" values already in mV: leave --adc_gain out" if not integers else ""))
+    to_mv = 1.0 / adc_gain if adc_gain is not None else 1.0
+    return [ArrayRecord(f"{path.name}:{row}", array, row, fs, tuple(leads), to_mv) for row in range(len(array))]

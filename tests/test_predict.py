@@ -26,6 +26,7 @@ from common.preprocess import PreprocessConfig, preprocess
 from common.train import train
 from conftest import TINY_LEADS, run_repo_script, tiny_train_config, tiny_write_data_dir
 from demo.dataset import write_wfdb
+from test_signals import LEADS, ecg, write_challenge_record
 
 TOL = 1e-5
 
@@ -181,6 +182,23 @@ def test_array_input_matches_leads_by_name_in_any_order_and_case(runs, tmp_path)
     np.save(tmp_path / "eleven.npy", X[:, :11])
     assert run_predict([runs["a"]], tmp_path / "eleven.npy", tmp_path / "e.csv", fs=100, leads=TINY_LEADS[:11]) == 2
     assert "missing ['V6']" in pd.read_csv(tmp_path / "e.skipped.csv")["reason"][0]
+
+
+def test_one_recording_in_uv_mv_and_v_and_as_adc_counts_gets_the_same_probabilities(runs, tmp_path):
+    mv = ecg(5000, 500)
+    for units in ("uV", "mV", "V"):
+        write_challenge_record(tmp_path / "in" / units, "A1", mv, 500, units)
+    assert run_predict([runs["a"]], tmp_path / "in", tmp_path / "p.csv") == 0
+    table = read_predictions(tmp_path / "p.csv")
+    probs = table.loc[["mV/A1", "uV/A1", "V/A1"]].iloc[:, :-1].to_numpy()
+    np.testing.assert_allclose(probs[1:], probs[[0, 0]], atol=1e-4)
+    counts = np.round(mv.T[None] * 1000).astype(np.int16)  # 1 uV per ADC unit: 1000 per mV
+    np.save(tmp_path / "counts.npy", counts)
+    with pytest.raises(ValueError, match="holds int16 values, raw ADC counts rather than mV: pass --adc_gain"):
+        run_predict([runs["a"]], tmp_path / "counts.npy", tmp_path / "c.csv", fs=500, leads=LEADS)
+    assert run_predict([runs["a"]], tmp_path / "counts.npy", tmp_path / "c.csv", fs=500, leads=LEADS,
+                       adc_gain=1000) == 0
+    np.testing.assert_allclose(read_predictions(tmp_path / "c.csv").iloc[:, :-1].to_numpy(), probs[:1], atol=1e-4)
 
 
 def test_ensemble_is_the_mean_of_its_members_and_mismatches_are_refused(runs, tmp_path):
