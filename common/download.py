@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, TypeVar
 
-from filelock import FileLock
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from common.datadir import atomic_file, file_sha256
-from common.locks import try_lock
+from common.locks import FileLock, try_lock
 from common.outputs import check_writable, new_folders
 
 log = logging.getLogger("download")

@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-from filelock import FileLock
 
 from common.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from common.config import TrainConfig, options, resolve_config
 from common.datadir import remove_stale_temp_files
 from common.distributed import Dist
 from common.errors import ConfigError
-from common.locks import try_lock
+from common.locks import FileLock, try_lock
 from common.outputs import check_writable, new_folders
 from common.run import Run
 from common.traindata import Data

@@ -33,6 +33,7 @@ def bytes_read() -> int:
     return int(re.search(r"rchar: (\d+)", Path("/proc/self/io").read_text()).group(1))
 
 
+@pytest.mark.linux_only  # counts the bytes read through /proc/self/io
 def test_quick_print_reads_a_bounded_sample_of_a_large_array(tmp_path):
     path = tmp_path / "X.npy"
     np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(4000, 12, 1000)).flush()  # 192 MB, sparse

@@ -13,6 +13,7 @@ from conftest import ROOT, interrupt_at_start_up
     ("compute_difficulty.py", []), ("pdd_split.py", []), ("pdd_folder_generator.py", []),
     ("tools/compare_runs.py", ["run_dir"]), ("experiments/pdd_experiment.py", []),
 ])
+@pytest.mark.linux_only  # waits for the handler by reading /proc/PID/status; Windows has no SIGINT to send
 def test_ctrl_c_at_start_up_ends_without_a_traceback(tmp_path: Path, script: str, args: list[str]) -> None:
     result = interrupt_at_start_up([sys.executable, str(ROOT / script), *args], tmp_path)
     assert result.returncode == 128 + signal.SIGINT and result.stderr.strip() == "interrupted by SIGINT", result.stderr

@@ -499,6 +499,7 @@ def signals_caught(pid: int) -> int:
     return 0
 
 
+@pytest.mark.linux_only  # waits for the handler by reading /proc/PID/status; Windows has no SIGINT to send
 def test_ctrl_c_at_start_up_is_one_line_and_exit_130(tmp_path):
     proc = subprocess.Popen([sys.executable, str(ROOT / "preprocess.py"), "--input_dir", str(tmp_path)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
