@@ -237,6 +237,12 @@ def resolve_config(cfg: TrainConfig, ckpt: dict | None) -> TrainConfig:
     return replace(cfg, epochs=epochs, schedule_epochs=schedule)
 
 
+def fresh_run(cfg: TrainConfig) -> TrainConfig:
+    """The settings a new run of this command would train with (resolve_config, no checkpoint): what a finished or
+    interrupted run found in its --ckpt_dir is compared with, to reuse or continue it, or to refuse it."""
+    return resolve_config(replace(cfg, resume=None, init_from=None), None)
+
+
 def checkpoint_architecture(cfg: TrainConfig, ckpt: dict) -> TrainConfig:
     """cfg with the model options (ARCHITECTURE) of the checkpoint it starts from, whose weights only fit that
     model; a given option of another value is refused rather than ignored."""

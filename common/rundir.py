@@ -10,7 +10,7 @@ from typing import Iterator
 import torch
 
 from common.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from common.config import TrainConfig, options, resolve_config
+from common.config import TrainConfig, fresh_run, options
 from common.datadir import remove_stale_temp_files
 from common.distributed import Dist
 from common.errors import ConfigError
@@ -39,7 +39,7 @@ def continue_if_interrupted(cfg: TrainConfig) -> TrainConfig:
     except CheckpointError:
         return cfg
     not_the_run = options(identity=False)
-    wanted = asdict(resolve_config(replace(cfg, resume=None, init_from=None), None))
+    wanted = asdict(fresh_run(cfg))
     if any(ckpt["config"].get(name) != value for name, value in wanted.items() if name not in not_the_run):
         return cfg
     print(f"{cfg.ckpt_dir} holds this command's interrupted run (epoch {ckpt['state']['epoch']}): continuing it "

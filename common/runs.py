@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 
 from common.checkpoint import load_checkpoint
-from common.config import TrainConfig, options, resolve_config
+from common.config import TrainConfig, fresh_run, options
 from common.datadir import load_meta, write_json_atomic
 from common.errors import ConfigError
 from common.evaluate import legacy_aggregation
@@ -48,7 +48,7 @@ def check_reusable(cfg: TrainConfig, asked_by: str = "this experiment", out_flag
     if stored is None:
         return
     config, fingerprint, source = stored
-    wanted = asdict(resolve_config(cfg, None))
+    wanted = asdict(fresh_run(cfg))
     differ = [name for name in COMPARED if config.get(name) != wanted[name]]
     theirs = [f"--{name} {config.get(name)}" for name in differ]
     ours = [f"--{name} {wanted[name]}" for name in differ]
