@@ -208,8 +208,7 @@ def predict_records(members: list[Member], records: list[Record], batch_size: in
             names += [chunk[i].name for i in sorted(scored)]
             probs += [scored[i] for i in sorted(scored)]
             bar.update(len(chunk))
-    for fix, count in fixes.items():
-        log.warning("%d records read with a fix: %s", count, fix)
+    signals.log_fixes(log, fixes)
     return names, np.array(probs, dtype=np.float32).reshape(len(names), len(members[0].ckpt["classes"])), skipped
 
 

@@ -340,8 +340,7 @@ def _preprocess_locked(cfg: PreprocessConfig, command: str, meta_csv: Path | Non
                 records = table["record"].iloc[rows[at : at + per_task]].tolist()
                 tasks.append(ReadTask(cfg.input_dir, x_path, offset, at, records, fs, length, cfg.bandpass))
         failures, sums, fixes = read_all(tasks, cfg.workers, len(table))
-        for fix, count in fixes.items():
-            log.warning("%d records read with a fix: %s", count, fix)
+        signals.log_fixes(log, fixes)
 
         record_paths, record_ids = table["record"].tolist(), table["record_id"].tolist()
         skipped = []

@@ -13,6 +13,7 @@ this module afresh, and for PTB-XL's own records at their own rate needs neither
 """
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
@@ -186,6 +187,12 @@ def require_finite(x: np.ndarray) -> None:
     """RecordError when a signal holds NaN or Inf (WFDB's invalid samples read as NaN)."""
     if not np.isfinite(x).all():
         raise RecordError("has NaN or Inf samples")
+
+
+def log_fixes(log: logging.Logger, fixes: Counter) -> None:
+    """One warning per kind of fix the headers of a run's records needed (read_record counts them)."""
+    for fix, count in fixes.items():
+        log.warning("%d records read with a fix: %s", count, fix)
 
 
 def read_record(record_path: Path, leads: tuple[str, ...] = STANDARD_LEADS,
