@@ -18,6 +18,7 @@ from typing import IO, Iterator
 import numpy as np
 import psutil
 
+from common.cli import removed_on_forced_exit
 from common.files import stored_path
 
 DEFAULT_DATA_DIR = Path("results/baseline")   # preprocess.py writes it, every later stage reads it
@@ -280,7 +281,8 @@ def staging_dir(out_dir: str | Path) -> Iterator[Path]:
         raise cannot_write(out_dir, e) from None
     try:
         os.chmod(tmp, 0o755)
-        yield tmp
+        with removed_on_forced_exit(tmp):
+            yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -4,6 +4,9 @@ import errno
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import pytest
 
 from common import datadir
 from common.datadir import fingerprint_arrays, load_split, staged_output_dir, write_json_atomic
-from conftest import tiny_write_data_dir, with_preprocess_meta
+from conftest import ROOT, tiny_write_data_dir, with_preprocess_meta
 
 
 @pytest.fixture
@@ -127,3 +130,33 @@ def test_a_failed_final_rename_leaves_the_previous_output_and_no_temporary_file(
     assert json.loads((tmp_path / "out.json").read_text()) == {"old": 1}
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["kept"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out.json"]
+
+
+# A run whose unwinding after SIGTERM never ends (it swallows the SystemExit), so the watchdog has to end it.
+STUCK_RUN = """import signal, sys, time
+from pathlib import Path
+from common import cli
+from common.datadir import staging_dir
+cli.EXIT_GRACE_SECONDS = 0.5
+cli.quiet_interrupts()
+with staging_dir(Path(sys.argv[1])) as tmp:
+    (tmp / "X_train.npy").write_bytes(b"half")
+    while True:
+        try:
+            print(tmp, flush=True)
+            time.sleep(60)
+        except SystemExit:
+            pass
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows ends a process sent SIGTERM at once, with no handler")
+def test_a_run_ended_by_the_signal_watchdog_leaves_no_staging_folder(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", STUCK_RUN, str(tmp_path / "out")], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    staging = Path(proc.stdout.readline().strip())
+    assert staging.is_dir() and staging.parent == tmp_path
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert "interrupted by SIGTERM" in proc.stderr.read()
+    assert list(tmp_path.iterdir()) == []
