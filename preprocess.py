@@ -1,4 +1,6 @@
 """Preprocess WFDB records (PTB-XL or any WFDB folder + labels CSV) into training arrays; see README."""
+from __future__ import annotations
+
 import argparse
 import logging
 import shlex
@@ -9,9 +11,10 @@ from common.cli import quiet_interrupts, run_cli
 
 if __name__ == "__main__":
     quiet_interrupts()  # before numpy, pandas and scipy load: Ctrl-C at start-up ends without a traceback
-
-from common.preprocess import PreprocessConfig, preprocess  # noqa: E402
-from common.ptbxl import PTBXL_TASKS  # noqa: E402
+    # Imported here only: reader workers started by spawn (macOS, Windows) import this file again, as __mp_main__,
+    # and loading pandas there would add most of a second to each worker's start.
+    from common.preprocess import PreprocessConfig, preprocess
+    from common.ptbxl import PTBXL_TASKS
 
 
 def parse_args(argv: list[str] | None = None) -> PreprocessConfig:

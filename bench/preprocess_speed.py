@@ -9,6 +9,8 @@ The plain loop only reads the signals into one array; preprocess.py also labels,
 Every record file is read once before timing, so neither side pays for a cold disk cache. With --repeats R each
 start method runs R times, alternating, and the fastest run of each is compared.
 """
+from __future__ import annotations
+
 import argparse
 import logging
 import multiprocessing
@@ -17,12 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import wfdb
+if __name__ == "__main__":  # not in the spawned workers, which import this file again (as preprocess.py's do)
+    import numpy as np
+    import pandas as pd
+    import wfdb
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common.preprocess import PreprocessConfig, preprocess  # noqa: E402
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from common.preprocess import PreprocessConfig, preprocess
 
 
 def warm_cache(input_dir: Path, records: list[str]) -> None:
