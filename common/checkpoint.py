@@ -5,7 +5,8 @@ A checkpoint (last.pt, best.pt) is a dict of tensors and plain Python values:
   epoch_samples, samples_backpropagated, elapsed_seconds, train_seconds, best_score, best_epoch, history),
   rng (torch, numpy, python, cuda), schedule_epochs, classes, task, multilabel, normalisation,
   input_shape (leads, length, fs, window), signal (lead names in channel order, units, filter), aggregation (of
-  window logits per record: common.evaluate.aggregate), data_dir, data_fingerprint, pdd_split_id (a PDD stage's
+  window logits per record: common.evaluate.aggregate), data_dir (relative to the run dir; as typed in older
+  checkpoints), data_fingerprint, pdd_split_id (a PDD stage's
   easy/medium/hard split, else None; absent from older checkpoints), config, torch_version.
 Checkpoints written before the aggregation entry load with the aggregation they were scored by (legacy_aggregation).
 """

@@ -24,7 +24,7 @@ from common.config import TrainConfig
 from common.datadir import DataDir, atomic_file, file_sha256, save_npy_atomic, write_json_atomic
 from common.device import resolve_device
 from common.evaluate import per_record_loss, predict_as_trained
-from common.files import portable_path
+from common.files import portable_path, stored_path
 from common.labels import one_hot
 from common.outputs import check_writable, refuse_foreign
 from common.pdd import DIFFICULTY_JSON, DIFFICULTY_NPY, check_scores
@@ -95,7 +95,8 @@ def warn_if_trained_elsewhere(ckpt: dict, ckpt_path: Path, data: DataDir) -> Non
     if (ckpt.get("data_fingerprint") or {}).get("dataset") != data.meta["fingerprint"]["dataset"]:
         log.warning("warning: %s was trained on other data (%s) than %s holds now; the records it never trained on "
                     "are scored as if it had, so they look harder than the rest. Score with a checkpoint trained on "
-                    "%s, or with --oof K", ckpt_path, ckpt.get("data_dir"), data.path, data.path)
+                    "%s, or with --oof K", ckpt_path, stored_path(ckpt.get("data_dir", "?"), ckpt_path.parent), data.path,
+                    data.path)
 
 
 def predict_rows(model: nn.Module, ckpt: dict, X: np.ndarray, rows: np.ndarray, batch_size: int,

@@ -20,6 +20,7 @@ from common.cuda_graph import GraphedStep, portable_optimizer_state
 from common.distributed import Dist
 from common.errors import ConfigError
 from common.evaluate import predict
+from common.files import portable_path, stored_path
 from common.model import build_model
 from common.online_pdd import Plan, RecordScores, matched_counts, revision_epochs
 from common.step import Step, TrainState, loss_fn
@@ -80,7 +81,8 @@ class Run:
             "classes": self.data.classes, "task": self.data.task, "multilabel": self.data.multilabel,
             "normalisation": self.data.norm, "input_shape": self.data.input_shape, "signal": self.data.signal,
             "aggregation": self.cfg.aggregation,
-            "data_dir": str(self.cfg.data_dir), "data_fingerprint": self.data.fingerprint,
+            "data_dir": portable_path(Path(self.cfg.data_dir), Path(self.cfg.ckpt_dir)),
+            "data_fingerprint": self.data.fingerprint,
             "pdd_split_id": self.data.pdd_split_id,
             "config": asdict(self.cfg), "torch_version": str(torch.__version__),
         }
@@ -180,7 +182,7 @@ def continue_run(run: Run, ckpt: dict, log: Callable[..., None]) -> None:
                           f"{further} (its one-cycle schedule ends at epoch {cfg.schedule_epochs}), or start a new run")
     if ckpt["data_fingerprint"] != run.data.fingerprint:
         unfinished = "; its unfinished epoch restarts" if state.batches_done else ""
-        log(f"resuming on different data: {ckpt['data_dir']} (dataset fingerprint "
+        log(f"resuming on different data: {stored_path(ckpt['data_dir'], Path(cfg.resume).parent)} (dataset fingerprint "
             f"{ckpt['data_fingerprint'].get('dataset', '?')[:12]}) -> {cfg.data_dir} "
             f"({run.data.fingerprint.get('dataset', '?')[:12]}){unfinished}"
             + ("; records' last scores start afresh" if run.step.scores is not None else ""))

@@ -227,6 +227,7 @@ def test_thresholds_from_metrics_json_else_half_with_a_warning(runs, tmp_path, c
 def test_checkpoint_without_signal_entry_falls_back_to_its_data_dir_or_is_refused(runs, tmp_path):
     ckpt = torch.load(runs["a"], weights_only=True)
     del ckpt["signal"]
+    ckpt["data_dir"] = str(runs["data"])  # as such checkpoints stored it: the --data_dir typed
     torch.save(ckpt, tmp_path / "old.pt")
     X = np.load(runs["data"] / "X_test.npy")
     np.save(tmp_path / "x.npy", X)

@@ -193,6 +193,8 @@ def test_training_learns_and_writes_the_run_dir(tiny_data_dir: Path, tmp_path: P
     assert metrics["test"]["thresholds"] == metrics["val"]["thresholds"]
     assert (run / "roc_curves.png").read_bytes().startswith(PNG_SIGNATURE)
     assert load_checkpoint(run / "best.pt")["state"]["epoch"] == metrics["best_epoch"]
+    # the data dir is stored relative to the run dir, so the two can move together, between systems too
+    assert load_checkpoint(run / "best.pt")["data_dir"] == metrics["data_dir"] == f"../{tiny_data_dir.name}"
     probs, test_y = best_test_probs(run, tiny_data_dir), np.load(tiny_data_dir / "y_test.npy")
     aucs = [roc_auc_score(test_y[:, k], probs[:, k]) for k in range(3)]
     assert metrics["test"]["per_class_auc"] == pytest.approx(dict(zip(["C0", "C1", "C2"], aucs)), abs=1e-9)
