@@ -35,7 +35,9 @@ def parse_args(argv: list[str] | None = None) -> PreprocessConfig:
                         "default 100, or 500 when --fs or --length needs more and records500/ is there")
     p.add_argument("--fs", type=float, default=None, help="resample every record to this rate (Hz); default: the records' most common rate")
     p.add_argument("--length", type=int, default=None, help="samples per record after centre-crop / zero-pad; default 10 s")
-    p.add_argument("--bandpass", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None, help="band-pass filter in Hz")
+    p.add_argument("--bandpass", nargs="+", metavar="LOW HIGH | auto | off", default=[defaults.bandpass],
+                   help="zero-phase band-pass filter in Hz, applied by predict.py too; auto: 0.5-40 Hz where the rate "
+                        "is above 80 Hz, else none")
     p.add_argument("--split", choices=["auto", "folds", "random"], default=defaults.split,
                    help="auto: folds when the CSV has them, else random by patient")
     p.add_argument("--val_folds", type=int, nargs="+", default=defaults.val_folds)
@@ -59,7 +61,15 @@ def parse_args(argv: list[str] | None = None) -> PreprocessConfig:
                    help="replace the X_/y_ arrays and meta.json of an --out_dir holding another dataset or other "
                         "files (its other files are kept)")
     args = p.parse_args(argv)
-    return PreprocessConfig(**{k: (tuple(v) if k == "bandpass" and v else v) for k, v in vars(args).items()})
+    if args.bandpass in (["auto"], ["off"]):
+        args.bandpass = args.bandpass[0]
+    else:
+        try:
+            low, high = map(float, args.bandpass)
+        except ValueError:
+            p.error(f"--bandpass takes LOW HIGH (two numbers, Hz), auto or off, got {' '.join(args.bandpass)}")
+        args.bandpass = (low, high)
+    return PreprocessConfig(**vars(args))
 
 
 def main() -> None:

@@ -31,6 +31,8 @@ log = logging.getLogger("preprocess")
 PTBXL_NATIVE_LENGTH = {100: 1000, 500: 5000}
 LENGTH_SLACK = 1.5
 DEFAULT_FRAC = 0.1
+# --bandpass auto: chosen over none on PTB-XL fold 8 and the outside dev set (docs/experiments.md, "Generalisation")
+DEFAULT_BAND = (0.5, 40.0)
 
 
 @dataclass
@@ -44,7 +46,7 @@ class PreprocessConfig:
     sampling_rate: int | None = None
     fs: float | None = None
     length: int | None = None
-    bandpass: tuple[float, float] | None = None
+    bandpass: tuple[float, float] | str = "auto"  # (LOW, HIGH) Hz; "auto": DEFAULT_BAND where the rate allows; "off"
     split: str = "auto"
     val_folds: list[int] = field(default_factory=lambda: [9])
     test_folds: list[int] = field(default_factory=lambda: [10])
@@ -99,7 +101,9 @@ def check_settings(cfg: PreprocessConfig) -> None:
         problems.append(f"--length must be a positive number of samples, got {cfg.length} (leave it out for 10 s)")
     if cfg.fs is not None and not (math.isfinite(cfg.fs) and cfg.fs > 0):
         problems.append(f"--fs must be a positive rate in Hz, got {cfg.fs:g} (leave it out for the records' own)")
-    if cfg.bandpass is not None and not 0 < cfg.bandpass[0] < cfg.bandpass[1]:
+    if isinstance(cfg.bandpass, str) and cfg.bandpass not in ("auto", "off"):
+        problems.append(f"--bandpass takes LOW HIGH (Hz), auto or off, got {cfg.bandpass!r}")
+    elif not isinstance(cfg.bandpass, str) and not 0 < cfg.bandpass[0] < cfg.bandpass[1]:
         problems.append(f"--bandpass LOW HIGH needs 0 < LOW < HIGH, got {cfg.bandpass[0]:g} {cfg.bandpass[1]:g}")
     if not 0 <= cfg.max_skip_frac <= 1:
         problems.append(f"--max_skip_frac must be between 0 and 1, got {cfg.max_skip_frac:g}")
@@ -166,7 +170,7 @@ def choose_fs_and_length(cfg: PreprocessConfig, table: pd.DataFrame) -> tuple[fl
                  "--fs" if cfg.fs is not None else "the most common rate")
     natural = int(round(duration * fs))
     length = natural if cfg.length is None else cfg.length
-    if cfg.bandpass is not None and cfg.bandpass[1] >= fs / 2:
+    if not isinstance(cfg.bandpass, str) and cfg.bandpass[1] >= fs / 2:
         raise ValueError(f"--bandpass high edge {cfg.bandpass[1]:g} Hz must be below half the rate, {fs / 2:g} Hz")
     if length > natural * LENGTH_SLACK:
         raise ValueError(
@@ -174,6 +178,20 @@ def choose_fs_and_length(cfg: PreprocessConfig, table: pd.DataFrame) -> tuple[fl
             f"pass --length {natural}, or --fs {length / duration:g} to resample to that many samples"
         )
     return fs, length, {f"{rate:g}": n for rate, n in sorted(rates.items())}
+
+
+def choose_band(bandpass: tuple[float, float] | str, fs: float) -> tuple[float, float] | None:
+    """The band-pass to apply at rate fs: --bandpass LOW HIGH as given, none for off; auto is DEFAULT_BAND where fs
+    carries its high edge, else none (a 50 Hz dataset cannot hold 40 Hz), said in the log."""
+    if bandpass == "off":
+        return None
+    if bandpass != "auto":
+        return tuple(bandpass)
+    if DEFAULT_BAND[1] < fs / 2:
+        return DEFAULT_BAND
+    log.info("no band-pass filter: the default %g-%g Hz needs a rate above %g Hz, and the data is at %g Hz",
+             *DEFAULT_BAND, 2 * DEFAULT_BAND[1], fs)
+    return None
 
 
 def label_arrays(labels: pd.Series, multilabel: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -324,7 +342,9 @@ def _preprocess_locked(cfg: PreprocessConfig, command: str, meta_csv: Path | Non
     fold_col = "strat_fold" if source_format == "ptbxl" else cfg.fold_col
     assignment, split_info = assign_splits(cfg, table, y_matrix, source, fold_col)
     fs, length, source_rates = choose_fs_and_length(cfg, table)
-    log.info("%d records, %d classes, %g Hz, length %d (centre-crop / zero-pad at end)", len(table), len(classes), fs, length)
+    band = choose_band(cfg.bandpass, fs)
+    log.info("%d records, %d classes, %g Hz, length %d (centre-crop / zero-pad at end), band-pass %s", len(table),
+             len(classes), fs, length, "%g-%g Hz" % band if band else "none")
 
     out_dir = cfg.out_dir.resolve()
     with staging_dir(out_dir) as tmp:
@@ -338,7 +358,7 @@ def _preprocess_locked(cfg: PreprocessConfig, command: str, meta_csv: Path | Non
             del X
             for at in range(0, len(rows), per_task):
                 records = table["record"].iloc[rows[at : at + per_task]].tolist()
-                tasks.append(ReadTask(cfg.input_dir, x_path, offset, at, records, fs, length, cfg.bandpass))
+                tasks.append(ReadTask(cfg.input_dir, x_path, offset, at, records, fs, length, band))
         failures, sums, fixes = read_all(tasks, cfg.workers, len(table))
         signals.log_fixes(log, fixes)
 
@@ -375,7 +395,7 @@ def _preprocess_locked(cfg: PreprocessConfig, command: str, meta_csv: Path | Non
             "length": length,
             "leads": list(signals.STANDARD_LEADS),
             "signal": {"units": "mV", "crop": "centre-crop longer records, zero-pad shorter ones at the end",
-                       "bandpass_hz": list(cfg.bandpass) if cfg.bandpass else None, **rate_info,
+                       "bandpass_hz": list(band) if band else None, **rate_info,
                        "source_rates_hz": source_rates, "read_with_fixes": dict(fixes)},
             "normalisation": {"method": "per_lead_zscore", "stored": "raw (apply (x - mean) / std per lead)",
                               "computed_on": "train", "mean": mean, "std": std},

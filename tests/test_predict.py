@@ -54,11 +54,13 @@ def labels_at(probs: np.ndarray, classes: list[str], cut: np.ndarray) -> list[st
 
 @pytest.fixture(scope="module")
 def runs(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Data dirs of the real sample (100 Hz; and its 500 Hz records resampled to 100 Hz and band-passed by
-    preprocess.py) and tiny models trained on them: a and b (two seeds) on the first, band on the second."""
+    """Data dirs of the real sample (100 Hz unfiltered, --bandpass off, so its arrays are what predict.py is given
+    as input; and its 500 Hz records resampled to 100 Hz and band-passed by preprocess.py) and tiny models trained
+    on them: a and b (two seeds) on the first, band on the second."""
     root = tmp_path_factory.mktemp("predict")
     data = root / "data100"
-    preprocess(PreprocessConfig(input_dir=sample_dir, out_dir=data, val_folds=[8], test_folds=[9], workers=1), "t")
+    preprocess(PreprocessConfig(input_dir=sample_dir, out_dir=data, val_folds=[8], test_folds=[9], bandpass="off",
+                                workers=1), "t")
     table = pd.read_csv(sample_dir / "ptbxl_database.csv")
     table[[(sample_dir / f"{name}.hea").is_file() for name in table["filename_hr"]]].to_csv(root / "hr.csv", index=False)
     shutil.copy(sample_dir / "scp_statements.csv", root / "scp_statements.csv")

@@ -20,8 +20,8 @@ import wfdb
 from common import preprocess as stage
 from common import readers
 from common.datadir import staged_output_dir
-from common.preprocess import PreprocessConfig, preprocess
-from common.signals import STANDARD_LEADS
+from common.preprocess import DEFAULT_BAND, PreprocessConfig, preprocess
+from common.signals import STANDARD_LEADS, bandpass
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,6 +83,12 @@ def test_official_folds_and_patients_never_straddle(sample_dir, sample_out):
             assert split_of_patient.setdefault(patient, split) == split
 
 
+def as_stored(record: np.ndarray, fs: float) -> np.ndarray:
+    """A record as wfdb.rdsamp reads it (samples x leads), as preprocess.py stores it by default: leads first,
+    through the 0.5-40 Hz band-pass."""
+    return bandpass(record.T, fs, *DEFAULT_BAND)
+
+
 def test_signals_equal_rdsamp(sample_dir, sample_out):
     where = split_rows(sample_out)
     for ecg_id in (1, 8, 10, 12, 45, 77):
@@ -90,7 +96,8 @@ def test_signals_equal_rdsamp(sample_dir, sample_out):
         expected, fields = wfdb.rdsamp(str(sample_dir / f"records100/00000/{ecg_id:05d}_lr"))
         assert [n.upper() for n in fields["sig_name"]] == list(STANDARD_LEADS)
         got = np.load(sample_out / f"X_{split}.npy", mmap_mode="r")[row]
-        np.testing.assert_allclose(got, expected.T.astype(np.float32), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(got, as_stored(expected, 100), rtol=0, atol=1e-6)
+    assert json.loads((sample_out / "meta.json").read_text())["signal"]["bandpass_hz"] == list(DEFAULT_BAND)
 
 
 def test_normalisation_stats_are_train_only(sample_out):
@@ -125,7 +132,7 @@ def test_500hz_records_and_resampling(sample_dir, tmp_path):
     where = split_rows(out)
     split, row = where[1]
     expected, _ = wfdb.rdsamp(str(sample_dir / "records500/00000/00001_hr"))
-    np.testing.assert_allclose(np.load(out / f"X_{split}.npy")[row], expected.T, atol=1e-6)
+    np.testing.assert_allclose(np.load(out / f"X_{split}.npy")[row], as_stored(expected, 500), atol=1e-6)
 
     down = preprocess(PreprocessConfig(input_dir=sample_dir, meta_csv=csv, out_dir=tmp_path / "down", sampling_rate=500,
                                        fs=100, split="random", workers=1), "test")
@@ -171,7 +178,7 @@ def test_generic_csv_single_and_multi_label(sample_dir, tmp_path):
     first = meta["splits"]["train"]["record_ids"][0]
     assert meta["classes"][y[0]] == label_of[first]
     expected, _ = wfdb.rdsamp(str(sample_dir / first))
-    np.testing.assert_allclose(np.load(tmp_path / "single" / "X_train.npy")[0], expected.T, atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "single" / "X_train.npy")[0], as_stored(expected, 100), atol=1e-6)
 
     raw = copy_sample(sample_dir, tmp_path / "raw", 120)
     write_generic_csv(sample_dir, raw / "labels.csv", multilabel=True)
@@ -242,7 +249,7 @@ def test_bad_records_are_skipped_listed_and_bounded(sample_dir, tmp_path):
     where = split_rows(tmp_path / "o")
     split, row = where[5]
     expected, _ = wfdb.rdsamp(str(raw / "records100/00000/00005_lr"))
-    np.testing.assert_allclose(np.load(tmp_path / "o" / f"X_{split}.npy")[row], expected.T, atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "o" / f"X_{split}.npy")[row], as_stored(expected, 100), atol=1e-6)
 
 
 def test_empty_split_is_refused(sample_dir, tmp_path):
@@ -336,7 +343,7 @@ def test_fs_500_reads_the_500hz_records_when_they_exist(sample_dir, tmp_path, ca
     assert "default" not in caplog.text
     split, row = split_rows(tmp_path / "o")[1]
     expected, _ = wfdb.rdsamp(str(sample_dir / "records500/00000/00001_hr"))
-    np.testing.assert_allclose(np.load(tmp_path / "o" / f"X_{split}.npy")[row], expected.T, atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "o" / f"X_{split}.npy")[row], as_stored(expected, 500), atol=1e-6)
 
     raw = copy_sample(sample_dir, tmp_path / "raw", 30)  # 100 Hz only
     up = preprocess(PreprocessConfig(input_dir=raw, out_dir=tmp_path / "up", fs=500, split="random", workers=1), "t")
@@ -351,6 +358,7 @@ def test_fs_500_reads_the_500hz_records_when_they_exist(sample_dir, tmp_path, ca
     ({"fs": -100.0}, "--fs must be a positive rate in Hz, got -100"),
     ({"bandpass": (40.0, 0.5)}, "--bandpass LOW HIGH needs 0 < LOW < HIGH"),
     ({"bandpass": (0.5, 60.0)}, "--bandpass high edge 60 Hz must be below half the rate, 50 Hz"),
+    ({"bandpass": "lowpass"}, "--bandpass takes LOW HIGH (Hz), auto or off, got 'lowpass'"),
     ({"max_skip_frac": -0.1}, "--max_skip_frac must be between 0 and 1"),
 ])
 def test_values_that_are_not_allowed_are_refused(sample_dir, tmp_path, option, message):
@@ -358,6 +366,27 @@ def test_values_that_are_not_allowed_are_refused(sample_dir, tmp_path, option, m
         preprocess(PreprocessConfig(input_dir=sample_dir, out_dir=tmp_path / "o", val_folds=[8], test_folds=[9],
                                     workers=1, **option), "t")
     assert not (tmp_path / "o").exists()
+
+
+def test_bandpass_off_stores_the_records_as_read_and_auto_needs_a_rate_above_80_hz(sample_dir, tmp_path, caplog):
+    caplog.set_level("INFO")
+    folds = {"val_folds": [8], "test_folds": [9], "workers": 1}
+    meta = preprocess(PreprocessConfig(input_dir=sample_dir, out_dir=tmp_path / "off", bandpass="off", **folds), "t")
+    assert meta["signal"]["bandpass_hz"] is None and meta["config"]["bandpass"] == "off"
+    split, row = split_rows(tmp_path / "off")[1]
+    expected, _ = wfdb.rdsamp(str(sample_dir / "records100/00000/00001_lr"))
+    np.testing.assert_allclose(np.load(tmp_path / "off" / f"X_{split}.npy")[row], expected.T, rtol=0, atol=1e-6)
+
+    meta = preprocess(PreprocessConfig(input_dir=sample_dir, out_dir=tmp_path / "low", fs=50, **folds), "t")
+    assert meta["signal"]["bandpass_hz"] is None
+    assert "no band-pass filter: the default 0.5-40 Hz needs a rate above 80 Hz, and the data is at 50 Hz" in caplog.text
+
+
+@pytest.mark.parametrize("values", [["1", "2", "3"], ["low", "high"], ["on"]])
+def test_a_bandpass_that_is_not_two_numbers_auto_or_off_is_refused(values, tmp_path):
+    done = run_cli("--input_dir", str(tmp_path), "--bandpass", *values)
+    assert done.returncode == 2
+    assert f"--bandpass takes LOW HIGH (two numbers, Hz), auto or off, got {' '.join(values)}" in done.stderr
 
 
 def test_bad_csv_messages_name_the_file(sample_dir, tmp_path):
