@@ -4,6 +4,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,14 +23,20 @@ from common.traindata import load_data
 from conftest import ROOT, kill_when, run_repo_script
 
 
-@pytest.fixture()
-def scored_dir(sample_dir, tmp_path) -> Path:
-    """The PTB-XL sample as a data dir, with known difficulty scores (a seeded permutation)."""
-    data = tmp_path / "baseline"
+@pytest.fixture(scope="module")
+def scored_source(sample_dir, tmp_path_factory) -> Path:
+    """The PTB-XL sample as a data dir, with known difficulty scores (a seeded permutation), built once."""
+    data = tmp_path_factory.mktemp("scored") / "baseline"
     meta = preprocess(PreprocessConfig(input_dir=sample_dir, out_dir=data, val_folds=[8], test_folds=[9], workers=1), "t")
     scores = np.random.default_rng(0).permutation(meta["counts"]["train"]).astype(np.float32)
     save_difficulty(DataDir(data), scores, {"score": "loss", "checkpoint": "test"})
     return data
+
+
+@pytest.fixture()
+def scored_dir(scored_source, tmp_path) -> Path:
+    """A copy of scored_source of the test's own, free to change or break."""
+    return Path(shutil.copytree(scored_source, tmp_path / "baseline"))
 
 
 def test_bucket_rows_exact_sizes_and_order():
