@@ -175,10 +175,14 @@ def kill_when(proc: subprocess.Popen, reached: Callable[[], bool], point: str, t
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip the tests marked linux_only in the portable test mode (tests/portable/sitecustomize.py sets
-    ECG_PORTABLE_TEST) and off Linux: what they test does not exist there, so nothing can pass them."""
-    if os.environ.get("ECG_PORTABLE_TEST") != "1" and sys.platform.startswith("linux"):
-        return
-    skip = pytest.mark.skip(reason="linux_only: a Linux-only facility, absent here (portable test mode or not Linux)")
+    ECG_PORTABLE_TEST) and off Linux, and those marked posix_signals on Windows: what they test does not exist
+    there, so nothing can pass them."""
+    skips = {}
+    if os.environ.get("ECG_PORTABLE_TEST") == "1" or not sys.platform.startswith("linux"):
+        skips["linux_only"] = "linux_only: a Linux-only facility, absent here (portable test mode or not Linux)"
+    if sys.platform == "win32":
+        skips["posix_signals"] = "posix_signals: Windows cannot send a process SIGINT, SIGTERM or SIGKILL to handle"
     for item in items:
-        if item.get_closest_marker("linux_only"):
-            item.add_marker(skip)
+        for marker, reason in skips.items():
+            if item.get_closest_marker(marker):
+                item.add_marker(pytest.mark.skip(reason=reason))

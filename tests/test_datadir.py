@@ -150,7 +150,7 @@ with staging_dir(Path(sys.argv[1])) as tmp:
 """
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="Windows ends a process sent SIGTERM at once, with no handler")
+@pytest.mark.posix_signals
 def test_a_run_ended_by_the_signal_watchdog_leaves_no_staging_folder(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", STUCK_RUN, str(tmp_path / "out")], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

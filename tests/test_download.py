@@ -251,6 +251,7 @@ def test_cli_names_each_problem_in_one_line_and_exits_nonzero(server, tmp_path):
     assert "12 of 14 files verified" in result.stderr
 
 
+@pytest.mark.posix_signals
 def test_ctrl_c_keeps_the_part_exits_130_and_the_next_run_resumes(server, mirror, tmp_path):
     out, size = tmp_path / "ptb-xl", (mirror / BIG).stat().st_size
     server.trickle[BIG] = 30_000

@@ -133,6 +133,7 @@ def results_without_timings(out: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("kill_in", ["infobatch/seed0", "budget/*/seed0"])
+@pytest.mark.posix_signals
 def test_kill_9_then_the_same_command_gives_the_uninterrupted_table(data, tmp_path, kill_in):
     flags = ("--variants", "baseline", "infobatch", "budget", "--epochs", "4", "--pdd_delta", "0.75")
     out = tmp_path / "killed"

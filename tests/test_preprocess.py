@@ -480,6 +480,7 @@ def arrays_of(out: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.slow
+@pytest.mark.posix_signals
 def test_killed_run_leaves_no_workers_and_the_rerun_completes_it(sample_dir, tmp_path):
     args = ["--input_dir", str(sample_dir), "--out_dir", str(tmp_path / "o"), "--val_folds", "8", "--test_folds", "9",
             "--workers", "2"]
@@ -507,6 +508,7 @@ def test_killed_run_leaves_no_workers_and_the_rerun_completes_it(sample_dir, tmp
 
 
 @pytest.mark.slow
+@pytest.mark.posix_signals
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_or_ctrl_c_stops_workers_and_removes_the_temporary_folder(sample_dir, sample_out, signum, tmp_path):
     before = {p.name: p.stat().st_mtime_ns for p in sample_out.iterdir()}

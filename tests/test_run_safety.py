@@ -207,6 +207,7 @@ def test_bad_checkpoints_get_one_line_naming_the_file(tiny_data_dir: Path, tmp_p
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_at", ["start-up", "first checkpoint", "third checkpoint"])
+@pytest.mark.posix_signals
 def test_kill_9_then_the_same_command_completes_the_run(tiny_data_dir: Path, tmp_path: Path, kill_at: str) -> None:
     run, epochs = tmp_path / "run", 8
     command = [sys.executable, "train_1d_baseline.py", "--data_dir", str(tiny_data_dir), "--ckpt_dir", str(run),

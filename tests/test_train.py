@@ -329,6 +329,7 @@ def test_seed_command_line_runs(tiny_data_dir: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.posix_signals
 def test_sigint_saves_a_resumable_checkpoint_that_resumes_exactly(tiny_data_dir: Path, tmp_path: Path) -> None:
     run, epochs = tmp_path / "run", 40
     proc = subprocess.Popen([sys.executable, str(SCRIPT), "--data_dir", str(tiny_data_dir), "--ckpt_dir", str(run),
