@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import io
 import multiprocessing
+import multiprocessing.pool
 import os
 import signal
 import sys
@@ -23,6 +24,7 @@ from common import signals
 
 CHUNK_BYTES = 16 << 20  # a worker's block of rows; drop_rows moves rows this many bytes at a time
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+START_SECONDS = 120.0  # for the first reader worker to answer; one that cannot start is replaced forever, never failed
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,17 @@ def start_worker() -> None:
     exit_with_parent()
 
 
+def wait_for_a_worker(pool: multiprocessing.pool.Pool) -> None:
+    """Return once a reader worker has answered; fail naming the fix when none does within START_SECONDS. Under
+    spawn a worker first imports the main script again, and one that fails there dies and is replaced, forever:
+    without this check preprocess.py would hang instead of failing."""
+    try:
+        pool.apply_async(int).get(timeout=START_SECONDS)
+    except multiprocessing.TimeoutError:
+        raise RuntimeError(f"no reader worker started within {START_SECONDS:g} s (their errors are printed above); "
+                           "pass --workers 1 to read in this process") from None
+
+
 def read_all(tasks: list[ReadTask], workers: int,
              total: int) -> tuple[list[tuple[Path, int, str]], dict[Path, np.ndarray], Counter]:
     """Run the read tasks on worker processes (the platform's start method: fork on Linux, spawn on macOS and
@@ -132,6 +145,7 @@ def read_all(tasks: list[ReadTask], workers: int,
             with stop_signals_deferred():  # the pool is in the stack once they land, so that leaving stops it
                 pool = stack.enter_context(multiprocessing.get_context().Pool(min(workers, len(tasks)),
                                                                               start_worker))
+            wait_for_a_worker(pool)
             results = pool.imap(read_chunk, tasks)
         else:
             results = map(read_chunk, tasks)

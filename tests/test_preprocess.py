@@ -522,6 +522,31 @@ def test_sigterm_or_ctrl_c_stops_workers_and_removes_the_temporary_folder(sample
     assert not list(sample_out.parent.glob(f".{sample_out.name}.*"))
 
 
+# Reader workers that die as they start (fork carries the patched set-up into them), as a spawned worker does when
+# it cannot import the main script again; multiprocessing.Pool replaces such workers forever.
+BROKEN_WORKERS = """import runpy, sys
+sys.path.insert(0, {root!r})
+import common.readers as stage
+stage.START_SECONDS = 3
+stage.start_worker = lambda: sys.exit("this worker cannot start")
+sys.argv = {argv!r}
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.linux_only  # fork carries the patched worker set-up into the workers; spawn would import the real one
+def test_reader_workers_that_cannot_start_fail_the_run_instead_of_hanging(sample_dir, tmp_path):
+    argv = [str(ROOT / "preprocess.py"), "--input_dir", str(sample_dir), "--out_dir", str(tmp_path / "o"),
+            "--val_folds", "8", "--test_folds", "9", "--workers", "2"]
+    wrapper = tmp_path / "broken_workers.py"
+    wrapper.write_text(BROKEN_WORKERS.format(root=str(ROOT), argv=argv))
+    done = subprocess.run([sys.executable, str(wrapper)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "error: no reader worker started within 3 s (their errors are printed above); pass --workers 1" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken_workers.py"]
+
+
 def signals_caught(pid: int) -> int:
     """The SigCgt mask of a process: bit n - 1 is set when it handles signal n."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
