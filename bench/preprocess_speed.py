@@ -1,7 +1,7 @@
 """Time preprocess.py against a plain loop of wfdb.rdsamp over the same PTB-XL records, and preprocess.py's
 reader workers started by fork (Linux's default) against spawn (macOS's and Windows'); print the ratios.
 
-    python bench/preprocess_speed.py --input_dir DEV_PACK [--limit N] [--workers W] [--repeats R]
+    python bench/preprocess_speed.py --input_dir DEV_PACK [--limit N] [--workers W] [--repeats R] [--bandpass off]
 
 DEV_PACK is the restored dev pack (python3 ../shared/data/ptbxl100-dev/restore.py DEV_PACK).
 The plain loop only reads the signals into one array; preprocess.py also labels, splits, writes the
@@ -59,6 +59,8 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N records")
     p.add_argument("--workers", type=int, default=PreprocessConfig(input_dir=Path(".")).workers)
     p.add_argument("--repeats", type=int, default=1, help="runs per start method (the fastest counts)")
+    p.add_argument("--bandpass", choices=["auto", "off"], default="auto",
+                   help="preprocess.py's --bandpass (off: the reading alone, without the filtering)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     methods = [m for m in ("fork", "spawn") if m in multiprocessing.get_all_start_methods()]
@@ -77,14 +79,15 @@ def main() -> None:
             for method in methods if run % 2 == 0 else methods[::-1]:
                 out_dir = Path(tmp) / f"{method}{run}"
                 cfg = PreprocessConfig(input_dir=args.input_dir, meta_csv=csv, out_dir=out_dir, val_folds=[8],
-                                       test_folds=[9], workers=args.workers)
+                                       test_folds=[9], workers=args.workers, bandpass=args.bandpass)
                 took, meta = timed_preprocess(cfg, method)
                 seconds[method].append(took)
         plain = plain_loop(args.input_dir, table["filename_lr"].tolist())
 
     best = {method: min(runs) for method, runs in seconds.items()}
     ours = min(best.values())
-    print(f"records:                     {len(table)} ({sum(meta['counts'].values())} kept after labels)")
+    print(f"records:                     {len(table)} ({sum(meta['counts'].values())} kept after labels; "
+          f"--bandpass {args.bandpass})")
     print(f"plain wfdb.rdsamp loop:      {plain:8.2f} s  ({len(table) / plain:7.0f} records/s)")
     for method, took in best.items():
         runs = ", ".join(f"{t:.2f}" for t in seconds[method])
