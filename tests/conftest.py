@@ -119,6 +119,15 @@ def run_repo_script(script: str, *args: object, cwd: Path = ROOT, timeout: int =
                           text=True, timeout=timeout)
 
 
+def patched_script(script: Path, args: list[str], patch: str) -> list[str]:
+    """The command that runs a script of the repository as a user would, after `patch` (Python run first in the
+    same process: it replaces what the test needs changed, e.g. slows a step down or breaks it)."""
+    argv = [str(script), *map(str, args)]
+    code = (f"import runpy, sys\nsys.path.insert(0, {str(ROOT)!r})\n{patch}\nsys.argv = {argv!r}\n"
+            f"runpy.run_path({str(script)!r}, run_name='__main__')")
+    return [sys.executable, "-c", code]
+
+
 def history_rows(run_dir: Path) -> list[dict]:
     """history.csv of a run dir as dicts of strings."""
     with open(run_dir / "history.csv", newline="") as f:

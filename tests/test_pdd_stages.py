@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +19,7 @@ from common.difficulty import save_difficulty
 from common.errors import ConfigError
 from common.preprocess import PreprocessConfig, preprocess
 from common.traindata import load_data
-from conftest import ROOT, kill_when, run_repo_script
+from conftest import ROOT, kill_when, patched_script, run_repo_script
 
 
 @pytest.fixture(scope="module")
@@ -357,9 +356,8 @@ def test_missing_difficulty_json_is_named(scored_dir, tmp_path):
 def run_killed(script: str, args: list[str], patch: str, wait_for: Callable[[], bool], cwd: Path) -> None:
     """Start a script with `patch` (Python run first, in the same process) making it slow at a chosen point, wait
     until wait_for() holds, then kill -9 it."""
-    code = (f"import runpy, sys\nsys.path.insert(0, {str(ROOT)!r})\n{patch}\nsys.argv = {[script, *args]!r}\n"
-            f"runpy.run_path({script!r}, run_name='__main__')")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(patched_script(Path(script), args, patch), cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     kill_when(proc, wait_for, f"the point in {script} where it was to be killed")
 
 

@@ -22,8 +22,7 @@ from common import readers
 from common.datadir import staged_output_dir
 from common.preprocess import DEFAULT_BAND, PreprocessConfig, preprocess
 from common.signals import STANDARD_LEADS, bandpass
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, patched_script
 
 
 @pytest.fixture(scope="module")
@@ -522,29 +521,23 @@ def test_sigterm_or_ctrl_c_stops_workers_and_removes_the_temporary_folder(sample
     assert not list(sample_out.parent.glob(f".{sample_out.name}.*"))
 
 
-# Reader workers that die as they start (fork carries the patched set-up into them), as a spawned worker does when
-# it cannot import the main script again; multiprocessing.Pool replaces such workers forever.
-BROKEN_WORKERS = """import runpy, sys
-sys.path.insert(0, {root!r})
-import common.readers as stage
+# Reader workers that die as they start, as a spawned worker does when it cannot import the main script again;
+# multiprocessing.Pool replaces such workers forever.
+BROKEN_WORKERS = """import common.readers as stage
 stage.START_SECONDS = 3
-stage.start_worker = lambda: sys.exit("this worker cannot start")
-sys.argv = {argv!r}
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
+stage.start_worker = lambda: sys.exit("this worker cannot start")"""
 
 
 @pytest.mark.slow
 @pytest.mark.linux_only  # fork carries the patched worker set-up into the workers; spawn would import the real one
 def test_reader_workers_that_cannot_start_fail_the_run_instead_of_hanging(sample_dir, tmp_path):
-    argv = [str(ROOT / "preprocess.py"), "--input_dir", str(sample_dir), "--out_dir", str(tmp_path / "o"),
-            "--val_folds", "8", "--test_folds", "9", "--workers", "2"]
-    wrapper = tmp_path / "broken_workers.py"
-    wrapper.write_text(BROKEN_WORKERS.format(root=str(ROOT), argv=argv))
-    done = subprocess.run([sys.executable, str(wrapper)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    args = ["--input_dir", sample_dir, "--out_dir", tmp_path / "o", "--val_folds", "8", "--test_folds", "9",
+            "--workers", "2"]
+    done = subprocess.run(patched_script(ROOT / "preprocess.py", args, BROKEN_WORKERS), cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "error: no reader worker started within 3 s (their errors are printed above); pass --workers 1" in done.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken_workers.py"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def signals_caught(pid: int) -> int:
