@@ -170,8 +170,6 @@ def choose_fs_and_length(cfg: PreprocessConfig, table: pd.DataFrame) -> tuple[fl
                  "--fs" if cfg.fs is not None else "the most common rate")
     natural = int(round(duration * fs))
     length = natural if cfg.length is None else cfg.length
-    if not isinstance(cfg.bandpass, str) and cfg.bandpass[1] >= fs / 2:
-        raise ValueError(f"--bandpass high edge {cfg.bandpass[1]:g} Hz must be below half the rate, {fs / 2:g} Hz")
     if length > natural * LENGTH_SLACK:
         raise ValueError(
             f"--length {length} is {length / fs:g} s at {fs:g} Hz but the records last about {duration:g} s; "
@@ -181,11 +179,14 @@ def choose_fs_and_length(cfg: PreprocessConfig, table: pd.DataFrame) -> tuple[fl
 
 
 def choose_band(bandpass: tuple[float, float] | str, fs: float) -> tuple[float, float] | None:
-    """The band-pass to apply at rate fs: --bandpass LOW HIGH as given, none for off; auto is DEFAULT_BAND where fs
-    carries its high edge, else none (a 50 Hz dataset cannot hold 40 Hz), said in the log."""
+    """The band-pass to apply at rate fs: --bandpass LOW HIGH as given (refused when fs cannot hold its high edge),
+    none for off; auto is DEFAULT_BAND where fs carries its high edge, else none (a 50 Hz dataset cannot hold
+    40 Hz), said in the log."""
     if bandpass == "off":
         return None
     if bandpass != "auto":
+        if bandpass[1] >= fs / 2:
+            raise ValueError(f"--bandpass high edge {bandpass[1]:g} Hz must be below half the rate, {fs / 2:g} Hz")
         return tuple(bandpass)
     if DEFAULT_BAND[1] < fs / 2:
         return DEFAULT_BAND
